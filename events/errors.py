@@ -1,0 +1,95 @@
+"""The one error hierarchy of the flows service.
+
+Every failure a request can meet is one of these. Each knows the HTTP status Prefect would
+answer and the JSON body Prefect would send, so the transport layer never decides either.
+Foreign errors (nats-py, SQLAlchemy, pydantic) are translated into these at one boundary each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConcurrencyConflict",
+    "FlowNotFound",
+    "FlowsError",
+    "InvalidLimit",
+    "InvalidRequest",
+    "LogUnavailable",
+    "MalformedEvent",
+    "ReadModelBehind",
+    "ServiceUnavailable",
+]
+
+
+class FlowsError(Exception):
+    """Base of every error the service reports to a requester."""
+
+    status: int = 500
+
+    def body(self) -> Any:
+        return {"detail": str(self)}
+
+    def summary(self) -> str:
+        """One line for the `Nats-Service-Error` header."""
+        return str(self).splitlines()[0] if str(self) else type(self).__name__
+
+
+class FlowNotFound(FlowsError):
+    status = 404
+
+    def __init__(self, detail: str = "Flow not found") -> None:
+        super().__init__(detail)
+
+
+class InvalidRequest(FlowsError):
+    """A body that fails validation: Prefect's RequestValidationError shape."""
+
+    status = 422
+
+    def __init__(self, errors: list[dict[str, Any]], request_body: Any) -> None:
+        self.errors = errors
+        self.request_body = request_body
+        first = errors[0] if errors else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        super().__init__(f"Invalid request received: {first.get('msg', 'invalid')} at {where}")
+
+    def body(self) -> Any:
+        return {
+            "exception_message": "Invalid request received.",
+            "exception_detail": self.errors,
+            "request_body": self.request_body,
+        }
+
+
+class InvalidLimit(FlowsError):
+    """Prefect's LimitBody errors, which use the plain `detail` shape."""
+
+    status = 422
+
+
+class ServiceUnavailable(FlowsError):
+    """The service cannot do the work now; nothing was half-done. Safe to retry."""
+
+    status = 503
+
+
+class LogUnavailable(ServiceUnavailable):
+    """The event log (JetStream) could not be reached or did not answer in time."""
+
+
+class ReadModelBehind(ServiceUnavailable):
+    """The read model did not reach the requested log position within the wait."""
+
+
+class ConcurrencyConflict(ServiceUnavailable):
+    """An append lost an optimistic-concurrency race too many times in a row."""
+
+
+class MalformedEvent(Exception):
+    """A message in the log that is not a valid event of any known type (not a request error)."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        super().__init__(f"malformed event at position {position}: {reason}")
