@@ -38,6 +38,7 @@ __all__ = [
     "flow_run",
     "flow_tag",
     "metadata",
+    "parked_event",
     "task_run",
     "work_pool",
     "work_queue",
@@ -181,4 +182,14 @@ task_run = Table(
     Column("start_time", UTCDateTime(), nullable=True),
     Column("end_time", UTCDateTime(), nullable=True),
     Column("expected_start_time", UTCDateTime(), nullable=True),
+)
+
+# Log messages on an event subject that are not valid events: parked with the reason, never
+# silently skipped, so an operator (and `flows verify`) can see them.
+parked_event = Table(
+    "parked_event",
+    metadata,
+    Column("position", BigInteger, primary_key=True),
+    Column("subject", Text(), nullable=False),
+    Column("reason", Text(), nullable=False),
 )

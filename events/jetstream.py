@@ -1,0 +1,366 @@
+"""The event log on a JetStream stream.
+
+- Appends of more than one message use JetStream's atomic batch publish (nats-server >= 2.12):
+  all messages are stored or none, and every `Nats-Expected-Last-Subject-Sequence` guard in the
+  batch is checked at commit under the stream's lock.
+- A lone message is a plain publish with its guard, which JetStream applies atomically too.
+- Reads use the direct-get API (no consumer is created): the last or first message of a subject,
+  and pages of messages after a position.
+Every nats-py error is translated into the log's own errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from events.errors import LogUnavailable
+from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.subjects import Subjects
+from events.timefmt import parse_datetime
+
+__all__ = ["JetStreamLog", "StreamSettings"]
+
+log = logging.getLogger(__name__)
+
+_WRONG_LAST_SEQUENCE = 10071  # JSStreamWrongLastSequenceErrF
+_STREAM_NOT_FOUND = 10059
+_NATS_ERRORS = (
+    NatsTimeoutError,
+    NoRespondersError,
+    ConnectionClosedError,
+    OutboundBufferLimitError,
+    asyncio.TimeoutError,
+)
+# Atomic batches per stream that nats-server accepts at once (ADR-50); above it, wait our turn.
+_MAX_BATCHES_IN_FLIGHT = 40
+_MAX_BATCH_MESSAGES = 1000
+_READ_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    name: str = "FLOWS"
+    replicas: int = 1
+    duplicate_window_s: float = 120.0
+
+
+class JetStreamLog:
+    """The `EventLog` of the service, over one nats-py connection."""
+
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, stream: str, timeout_s: float = 5.0
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._stream = stream
+        self._timeout = timeout_s
+        self._api = "$JS.API"
+        self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
+        self._inbox: str | None = None
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    # -- set-up ------------------------------------------------------------------------------
+    async def ensure_stream(self, settings: StreamSettings) -> None:
+        """Create the stream, or bring an existing one's settings up to date."""
+        config: dict[str, Any] = {
+            "name": self._stream,
+            "subjects": self._subjects.stream_subjects,
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": settings.replicas,
+            "duplicate_window": int(settings.duplicate_window_s * 1_000_000_000),
+            "allow_direct": True,
+            "allow_atomic": True,
+            "discard": "old",
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msg_size": -1,
+            "max_consumers": -1,
+        }
+        info = await self._api_request(f"STREAM.INFO.{self._stream}", b"", allow_missing=True)
+        if info is None:
+            await self._api_request(f"STREAM.CREATE.{self._stream}", orjson.dumps(config))
+            log.info("created event log stream %s for %s", self._stream, config["subjects"])
+            return
+        current = info["config"]
+        wanted = {**current, **config}
+        if wanted != current:
+            await self._api_request(f"STREAM.UPDATE.{self._stream}", orjson.dumps(wanted))
+            log.info("updated the settings of event log stream %s", self._stream)
+
+    async def close(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        self._waiting.clear()
+
+    # -- appending ---------------------------------------------------------------------------
+    async def append(self, messages: Sequence[AppendMessage]) -> int:
+        if not messages:
+            raise ValueError("append needs at least one message")
+        if len(messages) > _MAX_BATCH_MESSAGES:
+            raise ValueError(f"an atomic append holds at most {_MAX_BATCH_MESSAGES} messages")
+        if len(messages) == 1:
+            only = messages[0]
+            reply = await self._request(only.subject, only.data, _guard(only))
+            return _position_from_ack(reply, self._stream)
+        async with self._batch_slots:
+            return await self._append_batch(messages)
+
+    async def _append_batch(self, messages: Sequence[AppendMessage]) -> int:
+        batch_id = uuid.uuid4().hex
+        inbox = await self._ensure_inbox()
+        futures: list[asyncio.Future[Msg]] = []
+        last = len(messages)
+        try:
+            for number, message in enumerate(messages, start=1):
+                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+                headers.update(_guard(message))
+                reply = ""
+                # The first message of a batch must be a request (the server answers with an
+                # empty ack or an error); the commit answers with the PubAck. The messages in
+                # between need no answer. All are sent without waiting: one connection keeps
+                # their order, so a batch costs one round trip.
+                if number == 1 or number == last:
+                    token = uuid.uuid4().hex
+                    future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+                    self._waiting[token] = future
+                    futures.append(future)
+                    reply = f"{inbox}.{token}"
+                if number == last:
+                    headers["Nats-Batch-Commit"] = "1"
+                await self._nc.publish(message.subject, message.data, reply=reply, headers=headers)
+            replies = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except _NATS_ERRORS as exc:
+            raise LogUnavailable(
+                f"the event log (stream {self._stream}) did not acknowledge an append: "
+                f"{type(exc).__name__}; check that nats-server is up and JetStream is enabled"
+            ) from None
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+            for token in [t for t, f in self._waiting.items() if f.done()]:
+                self._waiting.pop(token, None)
+        if len(replies) > 1 and replies[0].data:
+            # The start of the batch was refused; the commit's answer says why as well.
+            _position_from_ack(replies[0], self._stream)
+        return _position_from_ack(replies[-1], self._stream)
+
+    async def _ensure_inbox(self) -> str:
+        if self._inbox is None:
+            inbox = self._nc.new_inbox()
+            await self._nc.subscribe(f"{inbox}.*", cb=self._on_reply)
+            self._inbox = inbox
+        return self._inbox
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    # -- reading -----------------------------------------------------------------------------
+    async def last(self, subject: str) -> StoredMessage | None:
+        return await self._direct_get({"last_by_subj": subject})
+
+    async def first(self, subject: str) -> StoredMessage | None:
+        return await self._direct_get({"seq": 1, "next_by_subj": subject})
+
+    async def last_position(self) -> int:
+        info = await self._api_request(f"STREAM.INFO.{self._stream}", b"")
+        assert info is not None
+        return int(info["state"]["last_seq"])
+
+    async def read(
+        self, after: int, limit: int, subject_filter: str | None = None
+    ) -> list[StoredMessage]:
+        """Messages after a position, using batched direct gets (no consumer is created)."""
+        found: list[StoredMessage] = []
+        cursor = after
+        while len(found) < limit:
+            want = min(_READ_PAGE, limit - len(found))
+            request: dict[str, Any] = {"seq": cursor + 1, "batch": want}
+            if subject_filter:
+                request["next_by_subj"] = subject_filter
+            page = await self._direct_get_batch(request)
+            found.extend(page)
+            if len(page) < want:
+                break
+            cursor = page[-1].position
+        return found
+
+    async def follow(self, after: int, max_batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
+        """Every message after a position, live, in order, as batches of what has arrived.
+
+        An ordered push consumer (nats-py recreates it on gaps and reconnects) delivers into a
+        bounded pending queue; each batch is whatever is already there, up to `max_batch`, so a
+        busy log gives big batches and a quiet one gives a batch as soon as a message comes.
+        """
+        js = self._nc.jetstream()
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
+        )
+        subscription = await js.subscribe(
+            f"{self._subjects.prefix}.>",
+            stream=self._stream,
+            ordered_consumer=True,
+            config=config,
+            idle_heartbeat=2.0,
+        )
+        try:
+            while True:
+                try:
+                    first = await subscription.next_msg(timeout=None)
+                except _NATS_ERRORS:
+                    continue
+                batch = [_delivered(first)]
+                while len(batch) < max_batch and subscription.pending_msgs > 0:
+                    batch.append(_delivered(await subscription.next_msg(timeout=1.0)))
+                yield batch
+        finally:
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # the connection may be closing; nothing to clean then
+                log.debug("unsubscribe of the log follower failed", exc_info=True)
+
+    async def _direct_get(self, request: dict[str, Any]) -> StoredMessage | None:
+        subject = f"{self._api}.DIRECT.GET.{self._stream}"
+        reply = await self._request(subject, orjson.dumps(request), None)
+        status = reply.headers.get("Status") if reply.headers else None
+        if status == "404":
+            return None
+        if status:
+            raise LogUnavailable(
+                f"direct get on stream {self._stream} failed with status {status}: "
+                f"{reply.headers.get('Description', '') if reply.headers else ''}"
+            )
+        return _stored(reply)
+
+    async def _direct_get_batch(self, request: dict[str, Any]) -> list[StoredMessage]:
+        inbox = self._nc.new_inbox()
+        subscription = await self._nc.subscribe(inbox)
+        messages: list[StoredMessage] = []
+        try:
+            await self._nc.publish(
+                f"{self._api}.DIRECT.GET.{self._stream}", orjson.dumps(request), reply=inbox
+            )
+            while True:
+                msg = await subscription.next_msg(timeout=self._timeout)
+                status = msg.headers.get("Status") if msg.headers else None
+                if status in {"204", "404"}:  # end of batch / nothing there
+                    return messages
+                if status:
+                    raise LogUnavailable(
+                        f"reading stream {self._stream} failed with status {status}: "
+                        f"{msg.headers.get('Description', '') if msg.headers else ''}"
+                    )
+                messages.append(_stored(msg))
+        except _NATS_ERRORS as exc:
+            raise LogUnavailable(
+                f"the event log (stream {self._stream}) did not answer a read: "
+                f"{type(exc).__name__}; check that nats-server is up"
+            ) from None
+        finally:
+            await subscription.unsubscribe()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _request(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Msg:
+        try:
+            return await self._nc.request(subject, data, timeout=self._timeout, headers=headers)
+        except NoRespondersError:
+            raise LogUnavailable(
+                f"no JetStream stream answers on {subject!r}: the stream {self._stream} is "
+                "missing or JetStream is disabled on the server"
+            ) from None
+        except _NATS_ERRORS as exc:
+            raise LogUnavailable(
+                f"the event log (stream {self._stream}) did not answer on {subject!r}: "
+                f"{type(exc).__name__}; check that nats-server is up"
+            ) from None
+
+    async def _api_request(
+        self, endpoint: str, data: bytes, *, allow_missing: bool = False
+    ) -> dict[str, Any] | None:
+        reply = await self._request(f"{self._api}.{endpoint}", data, None)
+        body: dict[str, Any] = orjson.loads(reply.data)
+        error = body.get("error")
+        if error:
+            if allow_missing and error.get("err_code") == _STREAM_NOT_FOUND:
+                return None
+            raise LogUnavailable(
+                f"JetStream refused {endpoint}: {error.get('description')} "
+                f"(code {error.get('err_code')})"
+            )
+        return body
+
+
+def _guard(message: AppendMessage) -> dict[str, str]:
+    if message.expect_last is None:
+        return {}
+    return {"Nats-Expected-Last-Subject-Sequence": str(message.expect_last)}
+
+
+def _position_from_ack(reply: Msg, stream: str) -> int:
+    if reply.headers and reply.headers.get("Status") == "503":
+        raise LogUnavailable(
+            f"no JetStream stream stores {reply.headers.get('Nats-Subject', 'that subject')}: "
+            f"the stream {stream} is missing or JetStream is disabled"
+        )
+    if not reply.data:
+        raise LogUnavailable(f"stream {stream} sent an empty acknowledgement")
+    ack: dict[str, Any] = orjson.loads(reply.data)
+    error = ack.get("error")
+    if error:
+        if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+            raise WrongExpectedPosition(error.get("description", "wrong last sequence"))
+        raise LogUnavailable(
+            f"stream {stream} refused an append: {error.get('description')} "
+            f"(code {error.get('err_code')})"
+        )
+    return int(ack["seq"])
+
+
+def _delivered(msg: Msg) -> StoredMessage:
+    """A message delivered by a consumer: its position is in the ack subject's metadata."""
+    metadata = msg.metadata
+    return StoredMessage(
+        subject=msg.subject,
+        data=msg.data,
+        position=int(metadata.sequence.stream),
+        time=metadata.timestamp,
+    )
+
+
+def _stored(msg: Msg) -> StoredMessage:
+    headers = msg.headers or {}
+    stamp = headers.get("Nats-Time-Stamp")
+    time: datetime | None = None
+    if stamp:
+        # nanosecond precision; datetime keeps microseconds
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        time = parse_datetime(f"{head}.{(frac + '000000')[:6]}Z" if frac else f"{head}Z")
+    return StoredMessage(
+        subject=headers.get("Nats-Subject", ""),
+        data=msg.data,
+        position=int(headers.get("Nats-Sequence", "0")),
+        time=time,
+    )

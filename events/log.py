@@ -1,0 +1,71 @@
+"""What the write side and the audit need from the event log, independent of JetStream.
+
+`JetStreamLog` (events/jetstream.py) is the real implementation; `InMemoryLog`
+(events/memory_log.py) gives unit tests the same semantics without a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+__all__ = ["AppendMessage", "EventLog", "StoredMessage", "WrongExpectedPosition"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of an atomic append.
+
+    `expect_last` guards the append: the subject's latest message must be at this position
+    (0: the subject must be empty); None appends unconditionally.
+    """
+
+    subject: str
+    data: bytes
+    expect_last: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    subject: str
+    data: bytes
+    position: int
+    time: datetime | None = None
+
+
+class WrongExpectedPosition(Exception):  # noqa: N818 - the log's own vocabulary
+    """An append's `expect_last` did not hold: someone else wrote first. Nothing was appended."""
+
+
+class EventLog(Protocol):
+    async def append(self, messages: Sequence[AppendMessage]) -> int:
+        """Append all messages or none, atomically; return the position of the last one.
+
+        Raises WrongExpectedPosition when a guard fails, LogUnavailable when the log cannot
+        be reached.
+        """
+        ...
+
+    async def last(self, subject: str) -> StoredMessage | None:
+        """The latest message on a subject."""
+        ...
+
+    async def first(self, subject: str) -> StoredMessage | None:
+        """The earliest message on a subject."""
+        ...
+
+    async def read(
+        self, after: int, limit: int, subject_filter: str | None = None
+    ) -> list[StoredMessage]:
+        """Up to `limit` messages with position > after (matching the filter), in log order."""
+        ...
+
+    def follow(self, after: int, max_batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
+        """Every message after a position, then each new one as it arrives, in batches."""
+        ...
+
+    async def last_position(self) -> int:
+        """The position of the log's latest message (0 when empty)."""
+        ...

@@ -1,0 +1,137 @@
+"""The events of the log and how they are written as JSON (CONTRACT.md, "The event log")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast, get_args
+from uuid import UUID
+
+import orjson
+
+from events.errors import MalformedEvent
+from events.timefmt import format_datetime, parse_datetime
+
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "EventType",
+    "RecordedEvent",
+    "decode_event",
+    "encode_event",
+    "flow_document",
+]
+
+EventType = Literal["FlowCreated", "FlowUpdated", "FlowDeleted"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to one flow. Past tense; never changed once appended."""
+
+    id: str
+    type: EventType
+    flow_id: str
+    occurred: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "flow_id": self.flow_id,
+            "occurred": format_datetime(self.occurred),
+            "data": self.data,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as read back from the log, with its position (the stream sequence)."""
+
+    event: Event
+    position: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.event.as_json(), "position": self.position}
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event.as_json())
+
+
+def _require(condition: bool, position: int, reason: str) -> None:
+    if not condition:
+        raise MalformedEvent(position, reason)
+
+
+def decode_event(payload: bytes, position: int) -> RecordedEvent:
+    """Decode one log message; anything that is not a well-formed event raises MalformedEvent."""
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(position, f"not JSON: {exc}") from None
+    _require(isinstance(raw, dict), position, "not a JSON object")
+    event_type = raw.get("type")
+    _require(event_type in EVENT_TYPES, position, f"unknown event type {event_type!r}")
+    for key in ("id", "flow_id", "occurred"):
+        _require(isinstance(raw.get(key), str), position, f"field {key!r} missing or not a string")
+    try:
+        UUID(raw["flow_id"])
+        occurred = parse_datetime(raw["occurred"])
+    except ValueError as exc:
+        raise MalformedEvent(position, str(exc)) from None
+    data = raw.get("data")
+    metadata = raw.get("metadata", {})
+    _require(isinstance(data, dict), position, "field 'data' missing or not an object")
+    _require(isinstance(metadata, dict), position, "field 'metadata' is not an object")
+    _check_data(cast(EventType, event_type), data, position)
+    event = Event(
+        id=raw["id"],
+        type=cast(EventType, event_type),
+        flow_id=raw["flow_id"],
+        occurred=occurred,
+        data=data,
+        metadata=metadata,
+    )
+    return RecordedEvent(event=event, position=position)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _check_data(event_type: EventType, data: dict[str, Any], position: int) -> None:
+    """The projector trusts these shapes, so a bad payload is caught here, not in SQL."""
+    if event_type == "FlowCreated":
+        _require(isinstance(data.get("name"), str), position, "FlowCreated without a string name")
+        _require(_is_str_list(data.get("tags")), position, "FlowCreated tags not a string list")
+        labels = data.get("labels")
+        _require(labels is None or isinstance(labels, dict), position, "labels not an object")
+    elif event_type == "FlowUpdated":
+        if "tags" in data:
+            _require(_is_str_list(data["tags"]), position, "FlowUpdated tags not a string list")
+    else:
+        _require(isinstance(data.get("name"), str), position, "FlowDeleted without a string name")
+
+
+def flow_document(
+    flow_id: str,
+    created: datetime,
+    updated: datetime,
+    name: str,
+    tags: list[str],
+    labels: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A flow as Prefect's `schemas.core.Flow` serialises it, keys in Prefect's order."""
+    return {
+        "id": flow_id,
+        "created": format_datetime(created),
+        "updated": format_datetime(updated),
+        "name": name,
+        "tags": tags,
+        "labels": labels,
+    }

@@ -1,0 +1,209 @@
+"""The projector: folds the event log into the read model.
+
+Messages are applied in batches, each in one transaction together with the checkpoint (the last
+log position applied), so a crash at any point neither loses nor doubles an event. Consecutive
+events of one type are written with one executemany each: per-event statements are the
+projector's enemy. Messages of the log that are not events (name markers, stored replies) only
+move the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.errors import MalformedEvent
+from events.log import EventLog, StoredMessage
+from events.model import RecordedEvent, decode_event
+from events.subjects import Subjects
+from projections.positions import PositionWatcher
+from projections.store import read_checkpoint
+from projections.tables import (
+    CHECKPOINT_PROJECTION,
+    checkpoint,
+    deployment,
+    flow,
+    flow_run,
+    flow_tag,
+    parked_event,
+    task_run,
+)
+
+__all__ = ["Projector", "apply_batch"]
+
+log = logging.getLogger(__name__)
+
+
+class Projector:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        event_log: EventLog,
+        subjects: Subjects,
+        watcher: PositionWatcher,
+        max_batch: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._log = event_log
+        self._subjects = subjects
+        self._watcher = watcher
+        self._max_batch = max_batch
+
+    async def load_checkpoint(self) -> int:
+        async with self._engine.connect() as conn:
+            position = await read_checkpoint(conn)
+        self._watcher.advance(position)
+        return position
+
+    async def run(self) -> None:
+        """Catch up from the checkpoint, then follow the log until cancelled."""
+        position = await self.load_checkpoint()
+        log.info("projector starting after log position %d", position)
+        async for batch in self._log.follow(position, self._max_batch):
+            fresh = [message for message in batch if message.position > position]
+            if not fresh:
+                continue
+            await self._apply_with_retry(fresh)
+            position = fresh[-1].position
+            self._watcher.advance(position)
+
+    async def _apply_with_retry(self, batch: Sequence[StoredMessage]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self._engine.begin() as conn:
+                    await apply_batch(conn, self._subjects, batch)
+                return
+            except Exception:
+                log.exception(
+                    "projector could not write log positions %d..%d to the read model; "
+                    "retrying in %.1fs (check the database named by FLOWS_DATABASE_URL)",
+                    batch[0].position,
+                    batch[-1].position,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+async def apply_batch(
+    conn: AsyncConnection, subjects: Subjects, batch: Sequence[StoredMessage]
+) -> None:
+    """Apply a batch of log messages and move the checkpoint, inside the caller's transaction.
+
+    Messages at or below the stored checkpoint are skipped, so two projectors sharing one
+    database (several service instances on PostgreSQL), or a rebuild racing the live projector,
+    never apply an event twice: the checkpoint row is read under a lock in the same transaction.
+    """
+    applied = await _locked_checkpoint(conn)
+    batch = [message for message in batch if message.position > applied]
+    if not batch:
+        return
+    events: list[RecordedEvent] = []
+    for message in batch:
+        if subjects.flow_id_of(message.subject) is None:
+            continue
+        try:
+            events.append(decode_event(message.data, message.position))
+        except MalformedEvent as exc:
+            # Parked, not skipped: kept with the reason, for `flows verify` and health.
+            log.error("parking %s (subject %s)", exc, message.subject)
+            await conn.execute(
+                insert(parked_event).values(
+                    position=message.position, subject=message.subject, reason=exc.reason
+                )
+            )
+    for event_type, run in groupby(events, key=lambda recorded: recorded.event.type):
+        group = list(run)
+        if event_type == "FlowCreated":
+            await _created(conn, group)
+        elif event_type == "FlowUpdated":
+            await _updated(conn, group)
+        else:
+            await _deleted(conn, group)
+    await _move_checkpoint(conn, batch[-1].position)
+
+
+async def _created(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+    rows = []
+    tags: list[dict[str, Any]] = []
+    for recorded in group:
+        event = recorded.event
+        rows.append(
+            {
+                "id": event.flow_id,
+                "name": event.data["name"],
+                "tags": event.data["tags"],
+                "labels": event.data.get("labels"),
+                "created": event.occurred,
+                "updated": event.occurred,
+                "version": recorded.position,
+            }
+        )
+        tags.extend(_tag_rows(event.flow_id, event.data["tags"]))
+    await conn.execute(insert(flow), rows)
+    if tags:
+        await conn.execute(insert(flow_tag), tags)
+
+
+async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+    for recorded in group:
+        event = recorded.event
+        values: dict[str, Any] = {"updated": event.occurred, "version": recorded.position}
+        if "tags" in event.data:
+            values["tags"] = event.data["tags"]
+        result = await conn.execute(update(flow).where(flow.c.id == event.flow_id).values(values))
+        if result.rowcount == 0:
+            log.warning(
+                "FlowUpdated at position %d names flow %s, which the read model does not hold",
+                recorded.position,
+                event.flow_id,
+            )
+            continue
+        if "tags" in event.data:
+            await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id == event.flow_id))
+            rows = list(_tag_rows(event.flow_id, event.data["tags"]))
+            if rows:
+                await conn.execute(insert(flow_tag), rows)
+
+
+async def _deleted(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+    # Prefect's foreign keys cascade a flow's deletion to its deployments, flow runs and their
+    # task runs; doing it explicitly keeps SQLite and PostgreSQL alike.
+    flow_ids = [recorded.event.flow_id for recorded in group]
+    runs = select(flow_run.c.id).where(flow_run.c.flow_id.in_(flow_ids))
+    await conn.execute(delete(task_run).where(task_run.c.flow_run_id.in_(runs)))
+    await conn.execute(delete(flow_run).where(flow_run.c.flow_id.in_(flow_ids)))
+    await conn.execute(delete(deployment).where(deployment.c.flow_id.in_(flow_ids)))
+    await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id.in_(flow_ids)))
+    await conn.execute(delete(flow).where(flow.c.id.in_(flow_ids)))
+
+
+def _tag_rows(flow_id: str, tags: Iterable[str]) -> Iterable[dict[str, Any]]:
+    return ({"flow_id": flow_id, "tag": tag} for tag in dict.fromkeys(tags))
+
+
+async def _locked_checkpoint(conn: AsyncConnection) -> int:
+    query = select(checkpoint.c.position).where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+async def _move_checkpoint(conn: AsyncConnection, position: int) -> None:
+    result = await conn.execute(
+        update(checkpoint)
+        .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
+        .values(position=position)
+    )
+    if result.rowcount == 0:
+        await conn.execute(
+            insert(checkpoint).values(projection=CHECKPOINT_PROJECTION, position=position)
+        )

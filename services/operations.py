@@ -1,0 +1,292 @@
+"""The service's operations: parse a request, run it against the log or the read model, reply.
+
+One method per subject of the contract. Every failure becomes an error reply in Prefect's
+shapes here, because over real NATS an exception in a handler reaches nobody: the requester
+would only see a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events.commands import parse_create, parse_delete, parse_update
+from events.errors import (
+    FlowNotFound,
+    FlowsError,
+    InvalidRequest,
+    ReadModelBehind,
+    ServiceUnavailable,
+)
+from events.model import flow_document
+from events.records import StoredReply
+from events.validation import load_json_body
+from events.writer import CommandResult, FlowWriter
+from projections import queries, requests
+from projections.positions import PositionWatcher
+from services.audit import AuditReader
+from services.replies import Reply, error_reply, json_reply
+
+__all__ = ["FlowsOperations"]
+
+log = logging.getLogger(__name__)
+
+Headers = Mapping[str, str]
+_DEFAULT_WAIT_MS = 5000
+_MAX_WAIT_MS = 60_000
+
+
+class FlowsOperations:
+    def __init__(
+        self,
+        writer: FlowWriter,
+        engine: AsyncEngine,
+        watcher: PositionWatcher,
+        audit: AuditReader,
+        default_limit: int = 200,
+    ) -> None:
+        self._writer = writer
+        self._engine = engine
+        self._watcher = watcher
+        self._audit = audit
+        self._default_limit = default_limit
+        # Highest position this process has answered a command with: a query waits for it,
+        # so a query sent after a command's reply always sees the command (read-your-writes).
+        self._answered_position = 0
+
+    def require_position(self, position: int) -> None:
+        """Make queries wait for `position` (the log's end at start-up, so nothing stale is
+        served while the projector catches up)."""
+        self._answered_position = max(self._answered_position, position)
+
+    # -- commands ----------------------------------------------------------------------------
+    async def create(self, payload: bytes, headers: Headers) -> Reply:
+        async def run(command_id: str | None) -> Reply:
+            command = parse_create(load_json_body(payload))
+            for _ in range(3):
+                outcome = await self._writer.create(
+                    command.name, list(command.tags), command.labels, command_id
+                )
+                if isinstance(outcome, StoredReply):
+                    return self._from_stored(outcome)
+                if outcome.existing_flow_id is None:
+                    return self._answered(outcome)
+                reply = await self._existing(outcome, command_id)
+                if reply is not None:
+                    return reply
+            raise ServiceUnavailable(
+                f"flow name {command.name!r} kept changing hands while being created; retry"
+            )
+
+        return await self._command(headers, run)
+
+    async def _existing(self, outcome: CommandResult, command_id: str | None) -> Reply | None:
+        """The 200 of a create whose name is held: that flow's stored row, unchanged."""
+        assert outcome.existing_flow_id is not None
+        await self._wait(outcome.position, _DEFAULT_WAIT_MS)
+        async with self._engine.connect() as conn:
+            row = await queries.read_flow(conn, outcome.existing_flow_id)
+        if row is None:
+            return None  # deleted meanwhile: the name may be free now, decide again
+        body = _document(row)
+        if command_id is not None:
+            stored = await self._writer.store_reply(
+                StoredReply(command_id, "create", 200, body, outcome.position)
+            )
+            return self._from_stored(stored)
+        return self._answered(CommandResult(200, body, outcome.position))
+
+    async def update(self, payload: bytes, headers: Headers) -> Reply:
+        async def run(command_id: str | None) -> Reply:
+            command = parse_update(load_json_body(payload))
+            tags = None if command.tags is None else list(command.tags)
+            outcome = await self._writer.update(command.id, tags, command_id)
+            return self._outcome(outcome)
+
+        return await self._command(headers, run)
+
+    async def delete(self, payload: bytes, headers: Headers) -> Reply:
+        async def run(command_id: str | None) -> Reply:
+            command = parse_delete(load_json_body(payload))
+            return self._outcome(await self._writer.delete(command.id, command_id))
+
+        return await self._command(headers, run)
+
+    async def bulk_delete(self, payload: bytes, headers: Headers) -> Reply:
+        async def run(command_id: str | None) -> Reply:
+            request = requests.parse_bulk_delete_request(load_json_body(payload))
+            await self._wait(self._answered_position, _DEFAULT_WAIT_MS)
+            async with self._engine.connect() as conn:
+                rows = await queries.select_flows_for_bulk_delete(
+                    conn, request.flows, request.limit
+                )
+            ids = [str(row["id"]) for row in rows]
+            return self._outcome(await self._writer.delete_many(ids, command_id))
+
+        return await self._command(headers, run)
+
+    async def _command(
+        self, headers: Headers, run: Callable[[str | None], Awaitable[Reply]]
+    ) -> Reply:
+        command_id = headers.get("Nats-Msg-Id") or None
+        try:
+            if command_id is not None:
+                stored = await self._writer.stored_reply(command_id)
+                if stored is not None:
+                    return self._from_stored(stored)
+            return await run(command_id)
+        except FlowsError as error:
+            return error_reply(error)
+        except Exception:
+            return _internal_error("command")
+
+    def _outcome(self, outcome: CommandResult | StoredReply) -> Reply:
+        if isinstance(outcome, StoredReply):
+            return self._from_stored(outcome)
+        return self._answered(outcome)
+
+    def _answered(self, outcome: CommandResult) -> Reply:
+        self._answered_position = max(self._answered_position, outcome.position)
+        return json_reply(outcome.status, outcome.body, outcome.position)
+
+    def _from_stored(self, stored: StoredReply) -> Reply:
+        position = stored.position or 0
+        self._answered_position = max(self._answered_position, position)
+        return json_reply(stored.status, stored.body, position)
+
+    # -- queries -----------------------------------------------------------------------------
+    async def read(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            flow_id = requests.parse_read_request(load_json_body(payload))
+            async with self._engine.connect() as conn:
+                row = await queries.read_flow(conn, flow_id)
+            if row is None:
+                raise FlowNotFound()
+            return json_reply(200, _document(row))
+
+        return await self._query(headers, run)
+
+    async def read_by_name(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            name = requests.parse_read_by_name_request(load_json_body(payload))
+            async with self._engine.connect() as conn:
+                row = await queries.read_flow_by_name(conn, name)
+            if row is None:
+                raise FlowNotFound()
+            return json_reply(200, _document(row))
+
+        return await self._query(headers, run)
+
+    async def filter(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            request = requests.parse_filter_request(
+                load_json_body(payload), max_limit=self._default_limit
+            )
+            async with self._engine.connect() as conn:
+                rows = await queries.filter_flows(conn, request)
+            return json_reply(200, [_document(row) for row in rows])
+
+        return await self._query(headers, run)
+
+    async def count(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            request = requests.parse_count_request(load_json_body(payload))
+            async with self._engine.connect() as conn:
+                return json_reply(200, await queries.count_flows(conn, request))
+
+        return await self._query(headers, run)
+
+    async def paginate(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            request = requests.parse_paginate_request(
+                load_json_body(payload), max_limit=self._default_limit
+            )
+            async with self._engine.connect() as conn:
+                page = await queries.paginate_flows(conn, request)
+            page = {**page, "results": [_document(row) for row in page["results"]]}
+            return json_reply(200, page)
+
+        return await self._query(headers, run)
+
+    async def _query(self, headers: Headers, run: Callable[[], Awaitable[Reply]]) -> Reply:
+        try:
+            wanted = max(_header_int(headers, "Flows-Min-Position", 0), self._answered_position)
+            wait_ms = min(_header_int(headers, "Flows-Wait-Ms", _DEFAULT_WAIT_MS), _MAX_WAIT_MS)
+            await self._wait(wanted, wait_ms)
+            return await run()
+        except FlowsError as error:
+            return error_reply(error)
+        except SQLAlchemyError:
+            log.exception("the read model failed a query")
+            return error_reply(
+                ServiceUnavailable("the read model could not answer now; retry shortly")
+            )
+        except Exception:
+            return _internal_error("query")
+
+    async def _wait(self, position: int, wait_ms: int) -> None:
+        if not await self._watcher.wait_for(position, wait_ms / 1000):
+            raise ReadModelBehind(
+                f"the read model has applied the log up to position {self._watcher.position}, "
+                f"not yet {position}, after waiting {wait_ms} ms; retry, or raise Flows-Wait-Ms"
+            )
+
+    # -- audit -------------------------------------------------------------------------------
+    async def history(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            return json_reply(200, await self._audit.history(load_json_body(payload)))
+
+        return await self._audited(run)
+
+    async def events(self, payload: bytes, headers: Headers) -> Reply:
+        async def run() -> Reply:
+            return json_reply(200, await self._audit.events(load_json_body(payload)))
+
+        return await self._audited(run)
+
+    async def _audited(self, run: Callable[[], Awaitable[Reply]]) -> Reply:
+        try:
+            return await run()
+        except FlowsError as error:
+            return error_reply(error)
+        except Exception:
+            return _internal_error("audit")
+
+
+def _document(row: Mapping[str, Any]) -> dict[str, Any]:
+    return flow_document(
+        str(row["id"]), row["created"], row["updated"], row["name"], row["tags"], row["labels"]
+    )
+
+
+def _header_int(headers: Headers, name: str, default: int) -> int:
+    raw = headers.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidRequest(
+            [
+                {
+                    "type": "int_parsing",
+                    "loc": ["header", name],
+                    "msg": "Input should be a valid non-negative integer",
+                    "input": raw,
+                }
+            ],
+            None,
+        )
+    return value
+
+
+def _internal_error(kind: str) -> Reply:
+    log.exception("unexpected failure while answering a %s", kind)
+    error = FlowsError(f"internal error while answering the {kind}; see the service's log")
+    return error_reply(error)

@@ -1,0 +1,40 @@
+"""Replies on the wire: the body bytes and the contract's headers (CONTRACT.md "Reply headers")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from events.errors import FlowsError
+
+__all__ = ["Reply", "error_reply", "json_reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    # Log position after which a command's effect is visible (command replies only).
+    position: int | None = None
+    # One-line description, for error replies only.
+    error: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Flows-Status": str(self.status)}
+        if self.position is not None:
+            headers["Flows-Position"] = str(self.position)
+        if self.error is not None:
+            headers["Nats-Service-Error-Code"] = str(self.status)
+            # Header values are one line of printable text.
+            headers["Nats-Service-Error"] = " ".join(self.error.split())[:500]
+        return headers
+
+
+def json_reply(status: int, body: Any, position: int | None = None) -> Reply:
+    return Reply(status, b"" if body is None else orjson.dumps(body), position)
+
+
+def error_reply(error: FlowsError, position: int | None = None) -> Reply:
+    return Reply(error.status, orjson.dumps(error.body()), position, error.summary())

@@ -1,0 +1,116 @@
+"""The composition root's resources: one NATS connection for the log, the read-model engine,
+the projector task. Created on start-up, closed on shutdown; nothing exists at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats
+from nats.aio.client import Client as NatsClient
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from events.jetstream import JetStreamLog, StreamSettings
+from events.subjects import Subjects
+from events.writer import FlowWriter
+from projections.positions import PositionWatcher
+from projections.projector import Projector
+from projections.store import configure_engine, create_schema
+from services.audit import AuditReader
+from services.operations import FlowsOperations
+from services.settings import Settings
+
+__all__ = ["Runtime", "connect_nats", "create_engine"]
+
+log = logging.getLogger(__name__)
+
+
+async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> NatsClient:
+    """A connection that never gives up reconnecting (nats-py stops after ~2 minutes by
+    default), or, for one-shot tools, one that fails fast."""
+    return await nats.connect(
+        settings.nats_url,
+        name=name,
+        max_reconnect_attempts=-1 if retry else 0,
+        allow_reconnect=retry,
+        connect_timeout=2,
+        reconnect_time_wait=0.5,
+    )
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    configure_engine(engine)
+    return engine
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_prefix)
+        self._nc: NatsClient | None = None
+        self._engine: AsyncEngine | None = None
+        self._projector_task: asyncio.Task[None] | None = None
+        self.operations: FlowsOperations | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._nc = await connect_nats(settings, "flows-service-log")
+        event_log = JetStreamLog(self._nc, self.subjects, settings.stream, settings.log_timeout_s)
+        await event_log.ensure_stream(
+            StreamSettings(settings.stream, settings.stream_replicas, settings.duplicate_window_s)
+        )
+        self._engine = create_engine(settings)
+        await create_schema(self._engine)
+        watcher = PositionWatcher()
+        projector = Projector(self._engine, event_log, self.subjects, watcher)
+        applied = await projector.load_checkpoint()
+        log_end = await event_log.last_position()
+        self.operations = FlowsOperations(
+            FlowWriter(event_log, self.subjects),
+            self._engine,
+            watcher,
+            AuditReader(event_log, self.subjects),
+            settings.default_limit,
+        )
+        # Queries wait until the projector has caught up with the log as it was at start-up.
+        self.operations.require_position(log_end)
+        self._projector_task = asyncio.create_task(projector.run(), name="flows-projector")
+        self._projector_task.add_done_callback(_report_projector_end)
+        log.info(
+            "flows service ready: log %s at position %d, read model at %d (%s)",
+            settings.stream,
+            log_end,
+            applied,
+            _safe_url(settings.resolved_database_url),
+        )
+
+    async def stop(self) -> None:
+        if self._projector_task is not None:
+            self._projector_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._projector_task
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+
+def _report_projector_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("the projector stopped: %r; queries will answer 503 until restart", error)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL fit for a log line: never the password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
