@@ -1,0 +1,407 @@
+"""Prefect 3.9.1's filter schemas (`prefect.server.schemas.filters`) as pydantic models.
+
+Only validation lives here; `filter_sql` turns the models into SQL. Class names, field names,
+field order, types and defaults copy Prefect's exactly, because every one of them shows in a 422:
+a class name in `model_type` messages ("... or instance of FlowFilter"), field order in the order of
+errors, types in the error `type`. Every model forbids unknown keys (`extra_forbidden`), as
+Prefect's `PrefectFilterBaseModel` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+__all__ = [
+    "DeploymentFilter",
+    "DeploymentFilterConcurrencyLimit",
+    "DeploymentFilterId",
+    "DeploymentFilterName",
+    "DeploymentFilterPaused",
+    "DeploymentFilterTags",
+    "DeploymentFilterWorkQueueName",
+    "DeploymentOrFlowNameFilter",
+    "FlowFilter",
+    "FlowFilterDeployment",
+    "FlowFilterId",
+    "FlowFilterName",
+    "FlowFilterTags",
+    "FlowFilters",
+    "FlowRunFilter",
+    "FlowRunFilterCreatedBy",
+    "FlowRunFilterDeploymentId",
+    "FlowRunFilterEndTime",
+    "FlowRunFilterExpectedStartTime",
+    "FlowRunFilterFlowVersion",
+    "FlowRunFilterId",
+    "FlowRunFilterIdempotencyKey",
+    "FlowRunFilterName",
+    "FlowRunFilterNextScheduledStartTime",
+    "FlowRunFilterParentFlowRunId",
+    "FlowRunFilterParentTaskRunId",
+    "FlowRunFilterStartTime",
+    "FlowRunFilterState",
+    "FlowRunFilterStateName",
+    "FlowRunFilterStateType",
+    "FlowRunFilterTags",
+    "FlowRunFilterWorkQueueName",
+    "FlowSort",
+    "Operator",
+    "StateType",
+    "TaskRunFilter",
+    "TaskRunFilterEndTime",
+    "TaskRunFilterExpectedStartTime",
+    "TaskRunFilterFlowRunId",
+    "TaskRunFilterId",
+    "TaskRunFilterName",
+    "TaskRunFilterStartTime",
+    "TaskRunFilterState",
+    "TaskRunFilterStateName",
+    "TaskRunFilterStateType",
+    "TaskRunFilterSubFlowRuns",
+    "TaskRunFilterTags",
+    "WorkPoolFilter",
+    "WorkPoolFilterId",
+    "WorkPoolFilterName",
+    "WorkPoolFilterType",
+]
+
+
+class Operator(StrEnum):
+    """How a filter combines its criteria (Prefect's `Operator` AutoEnum: value == name)."""
+
+    and_ = "and_"
+    or_ = "or_"
+
+
+class StateType(StrEnum):
+    """Prefect's run state types, in Prefect's declaration order (it shows in `enum` messages)."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    CRASHED = "CRASHED"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
+
+
+class FlowSort(StrEnum):
+    """`schemas.sorting.FlowSort`; `NAME_ASC` is the endpoints' default."""
+
+    CREATED_DESC = "CREATED_DESC"
+    UPDATED_DESC = "UPDATED_DESC"
+    NAME_ASC = "NAME_ASC"
+    NAME_DESC = "NAME_DESC"
+
+
+def _assume_utc(value: datetime) -> datetime:
+    # A naive timestamp has no defined instant; read it as UTC (the read model's zone) rather
+    # than as the server's local time, so a query means the same thing on every machine.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+FilterDateTime = Annotated[datetime, AfterValidator(_assume_utc)]
+
+
+class PrefectFilterBaseModel(BaseModel):
+    """Every filter and sub-filter: unknown keys are a 422, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrefectOperatorFilterBaseModel(PrefectFilterBaseModel):
+    """A filter whose criteria are combined by a caller-chosen operator (default `and_`)."""
+
+    operator: Operator = Operator.and_
+
+
+# --- flows -------------------------------------------------------------------------------------
+
+
+class FlowFilterId(PrefectFilterBaseModel):
+    any_: list[UUID] | None = None
+    not_any_: list[UUID] | None = None
+
+
+class FlowFilterDeployment(PrefectOperatorFilterBaseModel):
+    is_null_: bool | None = None
+
+
+class FlowFilterName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    like_: str | None = None
+
+
+class FlowFilterTags(PrefectOperatorFilterBaseModel):
+    all_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class FlowFilter(PrefectOperatorFilterBaseModel):
+    id: FlowFilterId | None = None
+    deployment: FlowFilterDeployment | None = None
+    name: FlowFilterName | None = None
+    tags: FlowFilterTags | None = None
+
+
+# --- flow runs ---------------------------------------------------------------------------------
+
+
+class FlowRunFilterId(PrefectFilterBaseModel):
+    any_: list[UUID] | None = None
+    not_any_: list[UUID] | None = None
+
+
+class FlowRunFilterName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    like_: str | None = None
+
+
+class FlowRunFilterTags(PrefectOperatorFilterBaseModel):
+    all_: list[str] | None = None
+    any_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterDeploymentId(PrefectOperatorFilterBaseModel):
+    any_: list[UUID] | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterWorkQueueName(PrefectOperatorFilterBaseModel):
+    any_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterStateType(PrefectFilterBaseModel):
+    any_: list[StateType] | None = None
+    not_any_: list[StateType] | None = None
+
+
+class FlowRunFilterStateName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    not_any_: list[str] | None = None
+
+
+class FlowRunFilterState(PrefectOperatorFilterBaseModel):
+    type: FlowRunFilterStateType | None = None
+    name: FlowRunFilterStateName | None = None
+
+
+class FlowRunFilterFlowVersion(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+
+
+class FlowRunFilterStartTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterEndTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterExpectedStartTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+
+
+class FlowRunFilterNextScheduledStartTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+
+
+class FlowRunFilterParentFlowRunId(PrefectOperatorFilterBaseModel):
+    any_: list[UUID] | None = None
+
+
+class FlowRunFilterParentTaskRunId(PrefectOperatorFilterBaseModel):
+    any_: list[UUID] | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilterIdempotencyKey(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    not_any_: list[str] | None = None
+
+
+class FlowRunFilterCreatedBy(PrefectOperatorFilterBaseModel):
+    id_: list[UUID] | None = None
+    type_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class FlowRunFilter(PrefectOperatorFilterBaseModel):
+    id: FlowRunFilterId | None = None
+    name: FlowRunFilterName | None = None
+    tags: FlowRunFilterTags | None = None
+    deployment_id: FlowRunFilterDeploymentId | None = None
+    work_queue_name: FlowRunFilterWorkQueueName | None = None
+    state: FlowRunFilterState | None = None
+    flow_version: FlowRunFilterFlowVersion | None = None
+    start_time: FlowRunFilterStartTime | None = None
+    end_time: FlowRunFilterEndTime | None = None
+    expected_start_time: FlowRunFilterExpectedStartTime | None = None
+    next_scheduled_start_time: FlowRunFilterNextScheduledStartTime | None = None
+    parent_flow_run_id: FlowRunFilterParentFlowRunId | None = None
+    parent_task_run_id: FlowRunFilterParentTaskRunId | None = None
+    idempotency_key: FlowRunFilterIdempotencyKey | None = None
+    created_by: FlowRunFilterCreatedBy | None = None
+
+
+# --- task runs ---------------------------------------------------------------------------------
+
+
+class TaskRunFilterId(PrefectFilterBaseModel):
+    any_: list[UUID] | None = None
+
+
+class TaskRunFilterName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    like_: str | None = None
+
+
+class TaskRunFilterTags(PrefectOperatorFilterBaseModel):
+    all_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class TaskRunFilterStateType(PrefectFilterBaseModel):
+    any_: list[StateType] | None = None
+
+
+class TaskRunFilterStateName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+
+
+class TaskRunFilterState(PrefectOperatorFilterBaseModel):
+    type: TaskRunFilterStateType | None = None
+    name: TaskRunFilterStateName | None = None
+
+
+class TaskRunFilterSubFlowRuns(PrefectFilterBaseModel):
+    exists_: bool | None = None
+
+
+class TaskRunFilterStartTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+    is_null_: bool | None = None
+
+
+class TaskRunFilterEndTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+    is_null_: bool | None = None
+
+
+class TaskRunFilterExpectedStartTime(PrefectFilterBaseModel):
+    before_: FilterDateTime | None = None
+    after_: FilterDateTime | None = None
+
+
+class TaskRunFilterFlowRunId(PrefectOperatorFilterBaseModel):
+    any_: list[UUID] | None = None
+    # Prefect's quirk: defaults to False, so `{"flow_run_id": {}}` means "has a flow run".
+    is_null_: bool | None = False
+
+
+class TaskRunFilter(PrefectOperatorFilterBaseModel):
+    id: TaskRunFilterId | None = None
+    name: TaskRunFilterName | None = None
+    tags: TaskRunFilterTags | None = None
+    state: TaskRunFilterState | None = None
+    start_time: TaskRunFilterStartTime | None = None
+    end_time: TaskRunFilterEndTime | None = None
+    expected_start_time: TaskRunFilterExpectedStartTime | None = None
+    subflow_runs: TaskRunFilterSubFlowRuns | None = None
+    flow_run_id: TaskRunFilterFlowRunId | None = None
+
+
+# --- deployments and work pools ----------------------------------------------------------------
+
+
+class DeploymentFilterId(PrefectFilterBaseModel):
+    any_: list[UUID] | None = None
+    not_any_: list[UUID] | None = None
+
+
+class DeploymentFilterName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+    like_: str | None = None
+
+
+class DeploymentOrFlowNameFilter(PrefectFilterBaseModel):
+    like_: str | None = None
+
+
+class DeploymentFilterPaused(PrefectFilterBaseModel):
+    eq_: bool | None = None
+
+
+class DeploymentFilterTags(PrefectOperatorFilterBaseModel):
+    all_: list[str] | None = None
+    any_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class DeploymentFilterWorkQueueName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+
+
+class DeploymentFilterConcurrencyLimit(PrefectFilterBaseModel):
+    """Deprecated in Prefect: validated, then ignored (it compiles to no SQL)."""
+
+    ge_: int | None = None
+    le_: int | None = None
+    is_null_: bool | None = None
+
+
+class DeploymentFilter(PrefectOperatorFilterBaseModel):
+    id: DeploymentFilterId | None = None
+    name: DeploymentFilterName | None = None
+    flow_or_deployment_name: DeploymentOrFlowNameFilter | None = None
+    paused: DeploymentFilterPaused | None = None
+    tags: DeploymentFilterTags | None = None
+    work_queue_name: DeploymentFilterWorkQueueName | None = None
+    concurrency_limit: DeploymentFilterConcurrencyLimit | None = None
+
+
+class WorkPoolFilterId(PrefectFilterBaseModel):
+    any_: list[UUID] | None = None
+
+
+class WorkPoolFilterName(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+
+
+class WorkPoolFilterType(PrefectFilterBaseModel):
+    any_: list[str] | None = None
+
+
+class WorkPoolFilter(PrefectOperatorFilterBaseModel):
+    id: WorkPoolFilterId | None = None
+    name: WorkPoolFilterName | None = None
+    type: WorkPoolFilterType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFilters:
+    """The five filter groups the flows endpoints take; `None` = absent (`null` or no key)."""
+
+    flows: FlowFilter | None = None
+    flow_runs: FlowRunFilter | None = None
+    task_runs: TaskRunFilter | None = None
+    deployments: DeploymentFilter | None = None
+    work_pools: WorkPoolFilter | None = None
