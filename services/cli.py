@@ -114,7 +114,11 @@ def _local(module: str, function: str, *, to_stdout: bool = False) -> Callable[[
     """A subcommand run in-process; its module is imported only when it runs."""
 
     def run(settings: Settings) -> int:
-        entry = getattr(importlib.import_module(module), function)
+        loaded = importlib.import_module(module)
+        entry = getattr(loaded, function)
+        before_run = getattr(loaded, "before_run", None)
+        if before_run is not None:  # e.g. the service installs uvloop before its loop starts
+            before_run()
         extra = (sys.stdout,) if to_stdout else ()
         return asyncio.run(cast(Coroutine[Any, Any, int], entry(settings, *extra)))
 

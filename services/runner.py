@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -9,17 +10,18 @@ from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
 from services.settings import Settings
 
-__all__ = ["serve"]
+__all__ = ["before_run", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-def _use_uvloop() -> None:
+def before_run() -> None:
+    """Use uvloop for the service's event loop when it is installed."""
     try:
         import uvloop
     except ImportError:  # optional: the standard loop works, only slower
         return
-    uvloop.install()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def serve(settings: Settings) -> int:
