@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.errors import MalformedEvent
@@ -153,24 +153,46 @@ async def _created(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
 
 
 async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+    """A run of updates, folded per flow first: three statements for the run, not per event."""
+    latest: dict[str, dict[str, Any]] = {}
     for recorded in group:
         event = recorded.event
-        values: dict[str, Any] = {"updated": event.occurred, "version": recorded.position}
+        values = latest.setdefault(event.flow_id, {"b_id": event.flow_id})
+        values["b_updated"] = event.occurred
+        values["b_version"] = recorded.position
         if "tags" in event.data:
-            values["tags"] = event.data["tags"]
-        result = await conn.execute(update(flow).where(flow.c.id == event.flow_id).values(values))
-        if result.rowcount == 0:
-            log.warning(
-                "FlowUpdated at position %d names flow %s, which the read model does not hold",
-                recorded.position,
-                event.flow_id,
-            )
-            continue
-        if "tags" in event.data:
-            await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id == event.flow_id))
-            rows = list(_tag_rows(event.flow_id, event.data["tags"]))
-            if rows:
-                await conn.execute(insert(flow_tag), rows)
+            values["b_tags"] = event.data["tags"]
+    existing = set(
+        (
+            await conn.execute(select(flow.c.id).where(flow.c.id.in_(list(latest))))
+        ).scalars()
+    )
+    for missing in latest.keys() - existing:
+        log.warning(
+            "FlowUpdated names flow %s, which the read model does not hold (positions %d..%d)",
+            missing,
+            group[0].position,
+            group[-1].position,
+        )
+    plain = [v for fid, v in latest.items() if fid in existing and "b_tags" not in v]
+    tagged = [v for fid, v in latest.items() if fid in existing and "b_tags" in v]
+    # Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
+    touch = update(flow).where(flow.c.id == bindparam("b_id"))
+    touch = touch.values(
+        updated=bindparam("b_updated", type_=flow.c.updated.type),
+        version=bindparam("b_version", type_=flow.c.version.type),
+    )
+    if plain:
+        await conn.execute(touch, plain)
+    if tagged:
+        await conn.execute(
+            touch.values(tags=bindparam("b_tags", type_=flow.c.tags.type)), tagged
+        )
+        changed = [values["b_id"] for values in tagged]
+        await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id.in_(changed)))
+        rows = [row for v in tagged for row in _tag_rows(v["b_id"], v["b_tags"])]
+        if rows:
+            await conn.execute(insert(flow_tag), rows)
 
 
 async def _deleted(conn: AsyncConnection, group: list[RecordedEvent]) -> None:

@@ -1,0 +1,137 @@
+"""Request-reply figures for the flows service on this machine.
+
+Starts its own nats-server (loopback, free port) and one `flows serve` process, seeds flows,
+then measures create, read, filter, count and update with 1 and with N requests in flight,
+and a bare nats-py echo responder as the floor. Prints a table; every figure is measured in
+this run, so ratios hold on a noisy machine.
+
+    .venv/bin/python benchmarks/service_bench.py [--seconds 3] [--in-flight 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import nats
+import orjson
+
+from services.embedded import EmbeddedNats
+
+Request = Callable[[int], Awaitable[bytes]]
+
+
+async def measure(request: Request, seconds: float, in_flight: int) -> tuple[float, float, float, int]:
+    """Requests/s, p50 ms, p99 ms and errors, `in_flight` workers for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal counter, errors
+        while time.perf_counter() < deadline:
+            counter += 1
+            started = time.perf_counter()
+            try:
+                status = await request(counter)
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            if not status.startswith(b"2"):
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan")
+    return len(latencies) / elapsed, p50, p99, errors
+
+
+async def run(seconds: float, in_flight: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="flows-bench-"))
+    server = EmbeddedNats(workdir / "nats")
+    server.start()
+    env = {**os.environ, "FLOWS_NATS_URL": server.url, "FLOWS_DATA_DIR": str(workdir / "data"),
+           "FLOWS_LOG_LEVEL": "WARNING"}  # fmt: skip
+    service = subprocess.Popen([sys.executable, "-m", "services", "serve"], env=env)
+    nc = await nats.connect(server.url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await nc.request("flows.query.count", b"{}", timeout=1)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+        async def echo(msg: nats.aio.msg.Msg) -> None:
+            await nc.publish(msg.reply, msg.data, headers={"Flows-Status": "200"})
+
+        await nc.subscribe("bench.echo", cb=echo)
+        echo_nc = await nats.connect(server.url)
+
+        def status_of(reply: nats.aio.msg.Msg) -> bytes:
+            return (reply.headers or {}).get("Flows-Status", "0").encode()
+
+        async def call(subject: str, body: dict[str, object], client: nats.NATS = nc) -> bytes:
+            reply = await client.request(subject, orjson.dumps(body), timeout=10)
+            return status_of(reply)
+
+        # Seed 1000 flows with tags, for reads and filters.
+        ids: list[str] = []
+        for start in range(0, 1000, 100):
+            replies = await asyncio.gather(*(
+                nc.request("flows.cmd.create", orjson.dumps(
+                    {"name": f"seed-{i:05d}", "tags": ["db", "blue"] if i % 2 else ["db"]}), timeout=10)
+                for i in range(start, start + 100)))  # fmt: skip
+            ids.extend(orjson.loads(reply.data)["id"] for reply in replies)
+
+        run_id = time.time_ns()
+        cases: list[tuple[str, Request]] = [
+            ("echo (bare nats-py)", lambda i: call("bench.echo", {"id": i}, echo_nc)),
+            ("create", lambda i: call("flows.cmd.create", {"name": f"b-{run_id}-{i}"})),
+            ("read", lambda i: call("flows.query.read", {"id": ids[i % len(ids)]})),
+            ("update", lambda i: call("flows.cmd.update", {"id": ids[i % len(ids)], "tags": ["x"]})),
+            ("filter (tag all_ + name like_, limit 200)", lambda i: call(
+                "flows.query.filter",
+                {"flows": {"tags": {"all_": ["blue"]}, "name": {"like_": "seed"}}, "limit": 200})),
+            ("count", lambda i: call("flows.query.count", {"flows": {"tags": {"all_": ["db"]}}})),
+        ]  # fmt: skip
+        print(f"{'operation':44} {'in flight':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for name, request in cases:
+            for flight in (1, in_flight):
+                rate, p50, p99, errors = await measure(request, seconds, flight)
+                print(f"{name:44} {flight:>9} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {errors:>7}")
+        await echo_nc.close()
+    finally:
+        await nc.close()
+        service.send_signal(signal.SIGTERM)
+        service.wait(30)
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--in-flight", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(run(args.seconds, args.in_flight))
+
+
+if __name__ == "__main__":
+    main()
