@@ -30,7 +30,9 @@ from services.embedded import EmbeddedNats
 Request = Callable[[int], Awaitable[bytes]]
 
 
-async def measure(request: Request, seconds: float, in_flight: int) -> tuple[float, float, float, int]:
+async def measure(
+    request: Request, seconds: float, in_flight: int
+) -> tuple[float, float, float, int]:
     """Requests/s, p50 ms, p99 ms and errors, `in_flight` workers for `seconds`."""
     latencies: list[float] = []
     errors = 0
@@ -112,7 +114,9 @@ async def run(seconds: float, in_flight: int) -> None:
                 {"flows": {"tags": {"all_": ["blue"]}, "name": {"like_": "seed"}}, "limit": 200})),
             ("count", lambda i: call("flows.query.count", {"flows": {"tags": {"all_": ["db"]}}})),
         ]  # fmt: skip
-        print(f"{'operation':44} {'in flight':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(
+            f"{'operation':44} {'in flight':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        )
         for name, request in cases:
             for flight in (1, in_flight):
                 rate, p50, p99, errors = await measure(request, seconds, flight)

@@ -139,7 +139,7 @@ class JetStreamLog:
                 # empty ack or an error); the commit answers with the PubAck. The messages in
                 # between need no answer. All are sent without waiting: one connection keeps
                 # their order, so a batch costs one round trip.
-                if number == 1 or number == last:
+                if number in (1, last):
                     token = uuid.uuid4().hex
                     future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
                     self._waiting[token] = future

@@ -35,7 +35,7 @@ class StoredMessage:
     time: datetime | None = None
 
 
-class WrongExpectedPosition(Exception):  # noqa: N818 - the log's own vocabulary
+class WrongExpectedPosition(Exception):
     """An append's `expect_last` did not hold: someone else wrote first. Nothing was appended."""
 
 

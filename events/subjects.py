@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "QUERIES", "AUDITS", "Subjects"]
+__all__ = ["AUDITS", "COMMANDS", "QUERIES", "Subjects"]
 
 COMMANDS = ("create", "update", "delete", "bulk_delete")
 QUERIES = ("read", "read_by_name", "filter", "count", "paginate")

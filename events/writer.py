@@ -99,7 +99,9 @@ class FlowWriter:
         reply = StoredReply(command_id, operation, status, body)
         return [*messages, AppendMessage(self._subjects.reply(command_id), reply.encode(), 0)]
 
-    async def _append(self, messages: Sequence[AppendMessage], command_id: str | None) -> int | StoredReply:
+    async def _append(
+        self, messages: Sequence[AppendMessage], command_id: str | None
+    ) -> int | StoredReply:
         """Append; on a lost race return the stored reply if our command id won it elsewhere."""
         try:
             return await self._log.append(messages)
@@ -189,7 +191,9 @@ class FlowWriter:
             return CommandResult(204, None, outcome)
         raise self._conflict(f"update of flow {flow_id}")
 
-    async def delete(self, flow_id: str, command_id: str | None = None) -> CommandResult | StoredReply:
+    async def delete(
+        self, flow_id: str, command_id: str | None = None
+    ) -> CommandResult | StoredReply:
         for _ in range(self._max_attempts):
             messages = await self._deletion(flow_id, command_id)
             try:

@@ -113,7 +113,7 @@ async def apply_batch(
             events.append(decode_event(message.data, message.position))
         except MalformedEvent as exc:
             # Parked, not skipped: kept with the reason, for `flows verify` and health.
-            log.error("parking %s (subject %s)", exc, message.subject)
+            log.error("parking %s (subject %s)", exc, message.subject)  # noqa: TRY400 - expected, no traceback
             await conn.execute(
                 insert(parked_event).values(
                     position=message.position, subject=message.subject, reason=exc.reason
@@ -163,9 +163,7 @@ async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
         if "tags" in event.data:
             values["b_tags"] = event.data["tags"]
     existing = set(
-        (
-            await conn.execute(select(flow.c.id).where(flow.c.id.in_(list(latest))))
-        ).scalars()
+        (await conn.execute(select(flow.c.id).where(flow.c.id.in_(list(latest))))).scalars()
     )
     for missing in latest.keys() - existing:
         log.warning(
@@ -185,9 +183,7 @@ async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
     if plain:
         await conn.execute(touch, plain)
     if tagged:
-        await conn.execute(
-            touch.values(tags=bindparam("b_tags", type_=flow.c.tags.type)), tagged
-        )
+        await conn.execute(touch.values(tags=bindparam("b_tags", type_=flow.c.tags.type)), tagged)
         changed = [values["b_id"] for values in tagged]
         await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id.in_(changed)))
         rows = [row for v in tagged for row in _tag_rows(v["b_id"], v["b_tags"])]

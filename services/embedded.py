@@ -47,7 +47,9 @@ def nats_answers(url: str, timeout_s: float = 0.5) -> bool:
     """Whether something accepts TCP connections where the URL points."""
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s):
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s
+        ):
             return True
     except OSError:
         return False
@@ -56,7 +58,9 @@ def nats_answers(url: str, timeout_s: float = 0.5) -> bool:
 class EmbeddedNats:
     """A nats-server child process; `start()` returns once it accepts connections."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, store_dir: Path, port: int | None = None, extra_args: list[str] | None = None
+    ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -93,7 +97,9 @@ class EmbeddedNats:
                     f"see {self.store_dir / 'nats-server.log'}"
                 )
             if nats_answers(self.url, 0.2):
-                log.info("embedded nats-server listening on %s (data in %s)", self.url, self.store_dir)
+                log.info(
+                    "embedded nats-server listening on %s (data in %s)", self.url, self.store_dir
+                )
                 return
             time.sleep(0.05)
         self.stop()

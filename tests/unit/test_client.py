@@ -60,7 +60,7 @@ class FakeNats:
         self,
         subject: str,
         payload: bytes = b"",
-        timeout: float = 0.5,  # noqa: ASYNC109 (nats-py's signature)
+        timeout: float = 0.5,
         old_style: bool = False,
         headers: dict[str, str] | None = None,
     ) -> FakeMsg:

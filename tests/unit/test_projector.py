@@ -1,0 +1,175 @@
+"""The projector against SQLite: batches, checkpoint, parking, and agreement with `evolve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from events.log import AppendMessage
+from events.memory_log import InMemoryLog
+from events.model import decode_event
+from events.rules import FlowState, evolve
+from events.subjects import Subjects
+from events.writer import CommandResult, FlowWriter
+from projections.positions import PositionWatcher
+from projections.projector import Projector, apply_batch
+from projections.store import configure_engine, create_schema, read_checkpoint
+from projections.tables import flow, flow_tag, parked_event
+
+SUBJECTS = Subjects("t")
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'read.db'}")
+    configure_engine(engine)
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+def make_writer(log: InMemoryLog) -> FlowWriter:
+    ticks = itertools.count()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return FlowWriter(log, SUBJECTS, clock=lambda: start + timedelta(milliseconds=next(ticks)))
+
+
+async def workload(log: InMemoryLog) -> None:
+    """Creates, updates (with and without tags), deletes and a re-create of a freed name."""
+    writer = make_writer(log)
+    ids = []
+    for i in range(12):
+        outcome = await writer.create(f"flow-{i:02d}", ["db", "db", f"t{i % 3}"], {"i": i})
+        assert isinstance(outcome, CommandResult)
+        ids.append(outcome.body["id"])
+    for i, flow_id in enumerate(ids):
+        await writer.update(flow_id, [f"u{i}"] if i % 2 else None)
+    await writer.update(ids[0], [])
+    await writer.delete_many(ids[:3])
+    await writer.delete(ids[5])
+    await writer.create("flow-05", ["again"], None)
+
+
+def folded(log: InMemoryLog) -> dict[str, FlowState]:
+    states: dict[str, FlowState | None] = {}
+    for message in log.messages:
+        flow_id = SUBJECTS.flow_id_of(message.subject)
+        if flow_id:
+            states[flow_id] = evolve(
+                states.get(flow_id), decode_event(message.data, message.position)
+            )
+    return {k: v for k, v in states.items() if v is not None and not v.deleted}
+
+
+async def rows(engine: AsyncEngine) -> dict[str, dict[str, object]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(flow))
+        return {row["id"]: dict(row) for row in result.mappings()}
+
+
+async def tags_index(engine: AsyncEngine) -> set[tuple[str, str]]:
+    async with engine.connect() as conn:
+        return {(r.flow_id, r.tag) for r in await conn.execute(select(flow_tag))}
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+async def test_any_batching_gives_the_rows_that_folding_the_events_gives(
+    engine: AsyncEngine, batch_size: int
+) -> None:
+    log = InMemoryLog()
+    await workload(log)
+    for start in range(0, len(log.messages), batch_size):
+        async with engine.begin() as conn:
+            await apply_batch(conn, SUBJECTS, log.messages[start : start + batch_size])
+    expected = folded(log)
+    actual = await rows(engine)
+    assert set(actual) == set(expected)
+    for flow_id, state in expected.items():
+        row = actual[flow_id]
+        assert (row["name"], row["tags"], row["labels"]) == (state.name, state.tags, state.labels)
+        assert (row["created"], row["updated"], row["version"]) == (
+            state.created,
+            state.updated,
+            state.version,
+        )
+    assert await tags_index(engine) == {
+        (flow_id, tag) for flow_id, state in expected.items() for tag in state.tags
+    }
+    async with engine.connect() as conn:
+        assert await read_checkpoint(conn) == len(log.messages)
+
+
+async def test_a_batch_at_or_below_the_checkpoint_is_not_applied_twice(engine: AsyncEngine) -> None:
+    log = InMemoryLog()
+    await workload(log)
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, log.messages)
+    before = await rows(engine)
+    async with engine.begin() as conn:  # a second projector, or a restart that re-reads
+        await apply_batch(conn, SUBJECTS, log.messages[5:])
+    assert await rows(engine) == before
+
+
+async def test_a_failed_transaction_leaves_rows_and_checkpoint_as_they_were(
+    engine: AsyncEngine,
+) -> None:
+    log = InMemoryLog()
+    await workload(log)
+    with contextlib.suppress(RuntimeError):
+        async with engine.begin() as conn:
+            await apply_batch(conn, SUBJECTS, log.messages)
+            raise RuntimeError("crash before commit")
+    assert await rows(engine) == {}
+    async with engine.connect() as conn:
+        assert await read_checkpoint(conn) == 0
+
+
+async def test_a_malformed_event_is_parked_with_its_reason_and_the_rest_applied(
+    engine: AsyncEngine,
+) -> None:
+    log = InMemoryLog()
+    writer = make_writer(log)
+    await writer.create("before", [], {})
+    await log.append([AppendMessage(SUBJECTS.event("not-a-flow"), b"{not json")])
+    await writer.create("after", [], {})
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, log.messages)
+    assert {row["name"] for row in (await rows(engine)).values()} == {"before", "after"}
+    async with engine.connect() as conn:
+        parked = (await conn.execute(select(parked_event))).mappings().all()
+    assert [(p["position"], "not JSON" in p["reason"]) for p in parked] == [(3, True)]
+
+
+async def test_the_projector_follows_the_log_and_wakes_waiters(engine: AsyncEngine) -> None:
+    log = InMemoryLog()
+    watcher = PositionWatcher()
+    projector = Projector(engine, log, SUBJECTS, watcher)
+    task = asyncio.create_task(projector.run())
+    try:
+        outcome = await make_writer(log).create("live", ["x"], {})
+        assert isinstance(outcome, CommandResult)
+        assert await watcher.wait_for(outcome.position, timeout_s=5)
+        assert [row["name"] for row in (await rows(engine)).values()] == ["live"]
+        assert not await watcher.wait_for(outcome.position + 1, timeout_s=0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_projector_resumes_from_its_checkpoint(engine: AsyncEngine) -> None:
+    log = InMemoryLog()
+    await workload(log)
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, log.messages[:10])
+    watcher = PositionWatcher()
+    assert await Projector(engine, log, SUBJECTS, watcher).load_checkpoint() == 10
+    assert watcher.position == 10

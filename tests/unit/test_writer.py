@@ -1,0 +1,230 @@
+"""The write side against the in-memory log: decisions, guards, name markers, stored replies."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from events.errors import ConcurrencyConflict, FlowNotFound
+from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.memory_log import InMemoryLog
+from events.model import decode_event
+from events.records import NameMarker, StoredReply
+from events.subjects import Subjects
+from events.writer import CommandResult, FlowWriter
+
+SUBJECTS = Subjects("t")
+
+
+def make_writer(log: InMemoryLog) -> FlowWriter:
+    ticks = itertools.count()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return FlowWriter(log, SUBJECTS, clock=lambda: start + timedelta(seconds=next(ticks)))
+
+
+def events_of(log: InMemoryLog) -> list[dict[str, object]]:
+    return [
+        decode_event(m.data, m.position).as_json()
+        for m in log.messages
+        if SUBJECTS.flow_id_of(m.subject)
+    ]
+
+
+async def created(writer: FlowWriter, name: str, **kwargs: object) -> CommandResult:
+    outcome = await writer.create(name, list(kwargs.get("tags", [])), kwargs.get("labels", {}))  # type: ignore[arg-type]
+    assert isinstance(outcome, CommandResult)
+    return outcome
+
+
+class TestCreate:
+    async def test_a_new_name_appends_the_event_and_its_name_marker_atomically(self) -> None:
+        log = InMemoryLog()
+        outcome = await created(make_writer(log), "my-flow", tags=["a"], labels={"env": "dev"})
+        assert outcome.status == 201
+        assert outcome.body["name"] == "my-flow"
+        assert outcome.body["created"] == outcome.body["updated"] == "2026-01-01T00:00:00Z"
+        assert [m.subject for m in log.messages] == [
+            SUBJECTS.event(outcome.body["id"]),
+            SUBJECTS.name("my-flow"),
+        ]
+        assert outcome.position == 2
+        event = events_of(log)[0]
+        assert event["type"] == "FlowCreated"
+        assert event["data"] == {"name": "my-flow", "tags": ["a"], "labels": {"env": "dev"}}
+        assert NameMarker.decode(log.messages[1].data) == NameMarker(
+            "my-flow", outcome.body["id"], held=True
+        )
+
+    async def test_an_existing_name_appends_nothing_and_names_the_holder(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        first = await created(writer, "my-flow", tags=["a"])
+        again = await created(writer, "my-flow", tags=["zzz"])
+        assert again.status == 200
+        assert again.existing_flow_id == first.body["id"]
+        assert again.position == 1  # the holder's latest event
+        assert len(log.messages) == 2
+
+    async def test_a_deleted_name_is_free_again_with_a_new_id(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        first = await created(writer, "my-flow")
+        await writer.delete(first.body["id"])
+        second = await created(writer, "my-flow")
+        assert second.status == 201
+        assert second.body["id"] != first.body["id"]
+
+    async def test_names_are_case_sensitive(self) -> None:
+        writer = make_writer(InMemoryLog())
+        assert (await created(writer, "MY-FLOW")).status == 201
+        assert (await created(writer, "my-flow")).status == 201
+
+    async def test_concurrent_creates_of_one_name_make_one_flow(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        outcomes = await asyncio.gather(*(created(writer, "race") for _ in range(20)))
+        ids = {o.body["id"] if o.status == 201 else o.existing_flow_id for o in outcomes}
+        assert [o.status for o in outcomes].count(201) == 1
+        assert len(ids) == 1
+        assert sum(1 for e in events_of(log) if e["type"] == "FlowCreated") == 1
+
+
+class TestUpdate:
+    async def test_update_sets_tags_and_guards_on_the_flow_version(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f", tags=["a"])
+        outcome = await writer.update(flow.body["id"], ["TB12"])
+        assert isinstance(outcome, CommandResult)
+        assert (outcome.status, outcome.body, outcome.position) == (204, None, 3)
+        assert events_of(log)[-1]["data"] == {"tags": ["TB12"]}
+
+    async def test_an_empty_update_is_recorded_with_empty_data(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f", tags=["a"])
+        await writer.update(flow.body["id"], None)
+        last = events_of(log)[-1]
+        assert (last["type"], last["data"]) == ("FlowUpdated", {})
+
+    async def test_unknown_and_deleted_flows_are_not_found_and_append_nothing(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        with pytest.raises(FlowNotFound):
+            await writer.update("00000000-0000-4000-8000-000000000000", ["x"])
+        flow = await created(writer, "f")
+        await writer.delete(flow.body["id"])
+        size = len(log.messages)
+        with pytest.raises(FlowNotFound):
+            await writer.update(flow.body["id"], ["x"])
+        assert len(log.messages) == size
+
+    async def test_concurrent_updates_all_land_one_after_another(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f")
+        await asyncio.gather(*(writer.update(flow.body["id"], [str(i)]) for i in range(8)))
+        updates = [e for e in events_of(log) if e["type"] == "FlowUpdated"]
+        assert sorted(e["data"]["tags"][0] for e in updates) == [str(i) for i in range(8)]
+
+    async def test_a_command_that_always_loses_its_race_gives_up_with_503(self) -> None:
+        class AlwaysRaced(InMemoryLog):
+            async def append(self, messages: list[AppendMessage]) -> int:  # type: ignore[override]
+                if any(SUBJECTS.flow_id_of(m.subject) for m in messages) and self.messages:
+                    raise WrongExpectedPosition("wrong last sequence")
+                return await super().append(messages)
+
+        log = AlwaysRaced()
+        writer = make_writer(log)
+        flow = await created(writer, "f")
+        with pytest.raises(ConcurrencyConflict) as caught:
+            await writer.update(flow.body["id"], ["x"])
+        assert caught.value.status == 503
+
+
+class TestDelete:
+    async def test_delete_records_the_name_and_frees_it_in_one_append(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f")
+        await writer.update(flow.body["id"], ["x"])  # the name must come from the first event
+        outcome = await writer.delete(flow.body["id"])
+        assert isinstance(outcome, CommandResult)
+        assert outcome.status == 204
+        assert [m.subject for m in log.messages[-2:]] == [
+            SUBJECTS.event(flow.body["id"]),
+            SUBJECTS.name("f"),
+        ]
+        assert events_of(log)[-1]["data"] == {"name": "f"}
+        assert NameMarker.decode(log.messages[-1].data).held is False
+
+    async def test_delete_of_unknown_flow_is_not_found(self) -> None:
+        with pytest.raises(FlowNotFound):
+            await make_writer(InMemoryLog()).delete("00000000-0000-4000-8000-000000000000")
+
+    async def test_delete_many_deletes_only_existing_flows_atomically(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        a, b = await created(writer, "a"), await created(writer, "b")
+        unknown = "00000000-0000-4000-8000-000000000000"
+        outcome = await writer.delete_many([a.body["id"], unknown, b.body["id"]])
+        assert isinstance(outcome, CommandResult)
+        assert outcome.body == {"deleted": [a.body["id"], b.body["id"]]}
+        assert outcome.position == len(log.messages)
+        assert [e["type"] for e in events_of(log)][-2:] == ["FlowDeleted", "FlowDeleted"]
+
+    async def test_delete_many_of_nothing_appends_nothing(self) -> None:
+        log = InMemoryLog()
+        outcome = await make_writer(log).delete_many(["00000000-0000-4000-8000-000000000000"])
+        assert isinstance(outcome, CommandResult)
+        assert (outcome.status, outcome.body, outcome.position) == (200, {"deleted": []}, 0)
+        assert log.messages == []
+
+
+class TestStoredReplies:
+    async def test_a_command_id_stores_the_reply_in_the_same_append(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        outcome = await writer.create("f", [], {}, command_id="cmd-1")
+        assert isinstance(outcome, CommandResult)
+        assert log.messages[-1].subject == SUBJECTS.reply("cmd-1")
+        stored = await writer.stored_reply("cmd-1")
+        assert stored == StoredReply("cmd-1", "create", 201, outcome.body, outcome.position)
+        assert events_of(log)[0]["metadata"] == {"command_id": "cmd-1"}
+
+    async def test_a_retry_racing_its_original_gets_the_original_reply(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f")
+        first = await writer.update(flow.body["id"], ["x"], command_id="u-1")
+        # The retry decided before the original landed: its guards fail, the reply is found.
+        retry = await writer.update(flow.body["id"], ["y"], command_id="u-1")
+        assert isinstance(first, CommandResult)
+        assert isinstance(retry, StoredReply)
+        assert (retry.status, retry.position) == (204, first.position)
+        assert sum(1 for e in events_of(log) if e["type"] == "FlowUpdated") == 1
+
+    async def test_store_reply_keeps_the_first(self) -> None:
+        writer = make_writer(InMemoryLog())
+        first = await writer.store_reply(StoredReply("c", "create", 200, {"a": 1}, 7))
+        second = await writer.store_reply(StoredReply("c", "create", 200, {"a": 2}, 9))
+        assert second == first
+
+    async def test_events_without_a_command_id_still_carry_one(self) -> None:
+        log = InMemoryLog()
+        await created(make_writer(log), "f")
+        assert isinstance(events_of(log)[0]["metadata"]["command_id"], str)
+
+
+async def test_the_in_memory_log_refuses_a_whole_batch_when_one_guard_fails() -> None:
+    log = InMemoryLog()
+    await log.append([AppendMessage("a", b"1", 0)])
+    with pytest.raises(WrongExpectedPosition):
+        await log.append([AppendMessage("b", b"2", 0), AppendMessage("a", b"3", 0)])
+    assert [m.data for m in log.messages] == [b"1"]
+    assert await log.last("a") == StoredMessage("a", b"1", 1)
+    assert orjson.loads(b"1") == 1
