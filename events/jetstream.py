@@ -230,8 +230,10 @@ class JetStreamLog:
             while True:
                 try:
                     first = await subscription.next_msg(timeout=None)
-                except _NATS_ERRORS:
-                    continue
+                except ConnectionClosedError:
+                    raise LogUnavailable(
+                        f"the connection to NATS closed while following stream {self._stream}"
+                    ) from None
                 batch = [_delivered(first)]
                 while len(batch) < max_batch and subscription.pending_msgs > 0:
                     batch.append(_delivered(await subscription.next_msg(timeout=1.0)))

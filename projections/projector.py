@@ -113,7 +113,7 @@ async def apply_batch(
             events.append(decode_event(message.data, message.position))
         except MalformedEvent as exc:
             # Parked, not skipped: kept with the reason, for `flows verify` and health.
-            log.error("parking %s (subject %s)", exc, message.subject)  # noqa: TRY400 - expected, no traceback
+            log.error("parking %s (subject %s)", exc, message.subject)
             await conn.execute(
                 insert(parked_event).values(
                     position=message.position, subject=message.subject, reason=exc.reason

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 
+from events.errors import LogUnavailable
 from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
 from services.settings import Settings
@@ -45,6 +46,9 @@ async def serve(settings: Settings) -> int:
     try:
         app = create_app(settings)
         await app.run()
+    except (LogUnavailable, OSError) as exc:
+        log.error("the flows service could not start: %s", exc)
+        return 3
     finally:
         if embedded is not None:
             await embedded.astop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -79,8 +80,9 @@ class Runtime:
         )
         # Queries wait until the projector has caught up with the log as it was at start-up.
         self.operations.require_position(log_end)
-        self._projector_task = asyncio.create_task(projector.run(), name="flows-projector")
-        self._projector_task.add_done_callback(_report_projector_end)
+        self._projector_task = asyncio.create_task(
+            _supervised(projector.run), name="flows-projector"
+        )
         log.info(
             "flows service ready: log %s at position %d, read model at %d (%s)",
             settings.stream,
@@ -101,12 +103,22 @@ class Runtime:
             await self._engine.dispose()
 
 
-def _report_projector_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    error = task.exception()
-    if error is not None:
-        log.error("the projector stopped: %r; queries will answer 503 until restart", error)
+async def _supervised(run: Callable[[], Awaitable[None]]) -> None:
+    """Keep the projector running: after a failure, start again from the checkpoint."""
+    delay = 0.5
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "the projector stopped; restarting from its checkpoint in %.1fs (queries that "
+                "need newer positions wait, then answer 503)",
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _safe_url(url: str) -> str:
