@@ -140,9 +140,11 @@ class FlowsOperations:
                     return self._from_stored(stored)
             return await run(command_id)
         except FlowsError as error:
-            return error_reply(error)
+            # A refused command changed nothing; its position is what this instance has
+            # answered so far, which a follow-up query may wait for like any other.
+            return error_reply(error, self._answered_position)
         except Exception:
-            return _internal_error("command")
+            return _internal_error("command", self._answered_position)
 
     def _outcome(self, outcome: CommandResult | StoredReply) -> Reply:
         if isinstance(outcome, StoredReply):
@@ -286,7 +288,7 @@ def _header_int(headers: Headers, name: str, default: int) -> int:
     return value
 
 
-def _internal_error(kind: str) -> Reply:
+def _internal_error(kind: str, position: int | None = None) -> Reply:
     log.exception("unexpected failure while answering a %s", kind)
     error = FlowsError(f"internal error while answering the {kind}; see the service's log")
-    return error_reply(error)
+    return error_reply(error, position)
