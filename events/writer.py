@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,16 @@ class CommandResult:
     # A create that found its name held: the reply body is that flow's stored row, which the
     # caller reads from the read model once it has reached `position`.
     existing_flow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a command will append, and the reply it gets once appended."""
+
+    messages: list[AppendMessage]
+    operation: str
+    status: int
+    body: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,37 +96,41 @@ class FlowWriter:
             raise
         return reply
 
-    def _with_reply(
-        self,
-        messages: list[AppendMessage],
-        command_id: str | None,
-        operation: str,
-        status: int,
-        body: Any,
-    ) -> list[AppendMessage]:
-        if command_id is None:
-            return messages
-        reply = StoredReply(command_id, operation, status, body)
-        return [*messages, AppendMessage(self._subjects.reply(command_id), reply.encode(), 0)]
-
-    async def _append(
-        self, messages: Sequence[AppendMessage], command_id: str | None
-    ) -> int | StoredReply:
-        """Append; on a lost race return the stored reply if our command id won it elsewhere."""
-        try:
-            return await self._log.append(messages)
-        except WrongExpectedPosition:
-            if command_id is not None:
-                earlier = await self.stored_reply(command_id)
-                if earlier is not None:
-                    return earlier
-            raise
-
     def _conflict(self, what: str) -> ConcurrencyConflict:
         return ConcurrencyConflict(
             f"{what} lost {self._max_attempts} optimistic-concurrency races in a row; "
             "retry the request"
         )
+
+    async def _run(
+        self,
+        what: str,
+        command_id: str | None,
+        plan: Callable[[], Awaitable[_Plan | CommandResult | StoredReply]],
+    ) -> CommandResult | StoredReply:
+        """Plan against the log as it is, append under the plan's guards, and on a lost race
+        plan again. A plan may also answer at once (nothing to append)."""
+        for _ in range(self._max_attempts):
+            planned = await plan()
+            if not isinstance(planned, _Plan):
+                return planned
+            messages = planned.messages
+            if command_id is not None:
+                reply = StoredReply(command_id, planned.operation, planned.status, planned.body)
+                messages = [
+                    *messages,
+                    AppendMessage(self._subjects.reply(command_id), reply.encode(), 0),
+                ]
+            try:
+                position = await self._log.append(messages)
+            except WrongExpectedPosition:
+                if command_id is not None:
+                    earlier = await self.stored_reply(command_id)
+                    if earlier is not None:  # this command already ran (a concurrent retry)
+                        return earlier
+                continue  # someone else wrote first: look again
+            return CommandResult(planned.status, planned.body, position)
+        raise self._conflict(what)
 
     # -- commands ----------------------------------------------------------------------------
     async def create(
@@ -127,7 +141,8 @@ class FlowWriter:
         command_id: str | None = None,
     ) -> CommandResult | StoredReply:
         name_subject = self._subjects.name(name)
-        for _ in range(self._max_attempts):
+
+        async def plan() -> _Plan | CommandResult:
             marker_message = await self._log.last(name_subject)
             if marker_message is not None:
                 marker = NameMarker.decode(marker_message.data)
@@ -145,31 +160,20 @@ class FlowWriter:
                 now=now,
                 command_id=command_id or self._new_id(),
             )
-            body = flow_document(flow_id, now, now, name, list(tags), labels)
+            marker_guard = marker_message.position if marker_message else 0
             messages = [
                 AppendMessage(self._subjects.event(flow_id), encode_event(event), 0),
-                AppendMessage(
-                    name_subject,
-                    NameMarker(name, flow_id, held=True).encode(),
-                    marker_message.position if marker_message else 0,
-                ),
+                AppendMessage(name_subject, NameMarker(name, flow_id, True).encode(), marker_guard),
             ]
-            try:
-                outcome = await self._append(
-                    self._with_reply(messages, command_id, "create", 201, body), command_id
-                )
-            except WrongExpectedPosition:
-                continue  # the name changed hands meanwhile: look again
-            if isinstance(outcome, StoredReply):
-                return outcome
-            return CommandResult(201, body, outcome)
-        raise self._conflict(f"create of flow name {name!r}")
+            body = flow_document(flow_id, now, now, name, list(tags), labels)
+            return _Plan(messages, "create", 201, body)
+
+        return await self._run(f"create of flow name {name!r}", command_id, plan)
 
     async def update(
         self, flow_id: str, tags: list[str] | None, command_id: str | None = None
     ) -> CommandResult | StoredReply:
-        subject = self._subjects.event(flow_id)
-        for _ in range(self._max_attempts):
+        async def plan() -> _Plan:
             head = await self._head(flow_id)
             event = decide_update(
                 current=head.type,
@@ -179,59 +183,39 @@ class FlowWriter:
                 now=self._clock(),
                 command_id=command_id or self._new_id(),
             )
+            subject = self._subjects.event(flow_id)
             messages = [AppendMessage(subject, encode_event(event), head.position)]
-            try:
-                outcome = await self._append(
-                    self._with_reply(messages, command_id, "update", 204, None), command_id
-                )
-            except WrongExpectedPosition:
-                continue
-            if isinstance(outcome, StoredReply):
-                return outcome
-            return CommandResult(204, None, outcome)
-        raise self._conflict(f"update of flow {flow_id}")
+            return _Plan(messages, "update", 204, None)
+
+        return await self._run(f"update of flow {flow_id}", command_id, plan)
 
     async def delete(
         self, flow_id: str, command_id: str | None = None
     ) -> CommandResult | StoredReply:
-        for _ in range(self._max_attempts):
-            messages = await self._deletion(flow_id, command_id)
-            try:
-                outcome = await self._append(
-                    self._with_reply(messages, command_id, "delete", 204, None), command_id
-                )
-            except WrongExpectedPosition:
-                continue
-            if isinstance(outcome, StoredReply):
-                return outcome
-            return CommandResult(204, None, outcome)
-        raise self._conflict(f"delete of flow {flow_id}")
+        async def plan() -> _Plan:
+            return _Plan(await self._deletion(flow_id, command_id), "delete", 204, None)
+
+        return await self._run(f"delete of flow {flow_id}", command_id, plan)
 
     async def delete_many(
         self, flow_ids: Sequence[str], command_id: str | None = None
     ) -> CommandResult | StoredReply:
         """Delete every listed flow that exists, all in one atomic append."""
-        for _ in range(self._max_attempts):
-            attempts = await asyncio.gather(
+
+        async def plan() -> _Plan | CommandResult | StoredReply:
+            deletions = await asyncio.gather(
                 *(self._deletion_or_none(flow_id, command_id) for flow_id in flow_ids)
             )
-            deleted = [fid for fid, msgs in zip(flow_ids, attempts, strict=True) if msgs]
-            messages = [message for msgs in attempts if msgs for message in msgs]
+            deleted = [fid for fid, msgs in zip(flow_ids, deletions, strict=True) if msgs]
+            messages = [message for msgs in deletions if msgs for message in msgs]
             body = {"deleted": deleted}
-            if not messages:
-                if command_id is None:
-                    return CommandResult(200, body, 0)
-                return await self.store_reply(StoredReply(command_id, "bulk_delete", 200, body, 0))
-            try:
-                outcome = await self._append(
-                    self._with_reply(messages, command_id, "bulk_delete", 200, body), command_id
-                )
-            except WrongExpectedPosition:
-                continue
-            if isinstance(outcome, StoredReply):
-                return outcome
-            return CommandResult(200, body, outcome)
-        raise self._conflict(f"bulk delete of {len(flow_ids)} flows")
+            if messages:
+                return _Plan(messages, "bulk_delete", 200, body)
+            if command_id is None:
+                return CommandResult(200, body, 0)
+            return await self.store_reply(StoredReply(command_id, "bulk_delete", 200, body, 0))
+
+        return await self._run(f"bulk delete of {len(flow_ids)} flows", command_id, plan)
 
     # -- loading -----------------------------------------------------------------------------
     async def _head(self, flow_id: str) -> _Head:
