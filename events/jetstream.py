@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = ["JetStreamLog", "StreamSettings"]
 log = logging.getLogger(__name__)
 
 _WRONG_LAST_SEQUENCE = 10071  # JSStreamWrongLastSequenceErrF
+_TOO_MANY_BATCHES = 10210  # JSAtomicPublishTooManyInflight
 _STREAM_NOT_FOUND = 10059
 _NATS_ERRORS = (
     NatsTimeoutError,
@@ -122,8 +124,22 @@ class JetStreamLog:
             only = messages[0]
             reply = await self._request(only.subject, only.data, _guard(only))
             return _position_from_ack(reply, self._stream)
-        async with self._batch_slots:
-            return await self._append_batch(messages)
+        # The server takes a bounded number of atomic batches per stream at once (other
+        # service instances count too): past it, wait a little and try again.
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        delay = 0.002
+        while True:
+            try:
+                async with self._batch_slots:
+                    return await self._append_batch(messages)
+            except _TooManyBatches:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise LogUnavailable(
+                        f"stream {self._stream} kept refusing atomic appends: too many in flight "
+                        f"for {self._timeout:.0f}s; retry later"
+                    ) from None
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.1)
 
     async def _append_batch(self, messages: Sequence[AppendMessage]) -> int:
         batch_id = uuid.uuid4().hex
@@ -315,6 +331,10 @@ class JetStreamLog:
         return body
 
 
+class _TooManyBatches(Exception):
+    """The server refused to start another atomic batch on this stream for now."""
+
+
 def _guard(message: AppendMessage) -> dict[str, str]:
     if message.expect_last is None:
         return {}
@@ -334,6 +354,8 @@ def _position_from_ack(reply: Msg, stream: str) -> int:
     if error:
         if error.get("err_code") == _WRONG_LAST_SEQUENCE:
             raise WrongExpectedPosition(error.get("description", "wrong last sequence"))
+        if error.get("err_code") == _TOO_MANY_BATCHES:
+            raise _TooManyBatches()
         raise LogUnavailable(
             f"stream {stream} refused an append: {error.get('description')} "
             f"(code {error.get('err_code')})"
