@@ -1,0 +1,99 @@
+"""Fixtures of the integration layer, on top of `tests/conftest.py` (nats_server, settings, nc):
+the service (with a quiescing stop), a FlowsClient and a raw caller bound to the test's service."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from services.app import create_app
+from services.client import FlowsClient
+from services.settings import Settings
+from tests.integration.wire import WireReply, call
+
+
+@pytest.fixture
+async def service(settings: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
+    """`tests/conftest.py`'s service, made deterministic at both ends for these tests.
+
+    - Start: `app.start()` can return before nats-server has registered the service's
+      subscriptions, so a request sent at once may meet "no responders" (a service bug, exposed
+      by `test_lifecycle.py`). Here the fixture waits, with a deadline, until the service answers.
+    - Stop: stopping while the projector is behind takes nats-py's 30 s drain timeout (a service
+      bug, exposed by `test_lifecycle.py`). Here the read model catches up with the log first.
+    """
+    async with running(settings, nc):
+        yield settings
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
+    """The service in-process, answering on entry, caught up and stopped on exit."""
+    app = create_app(settings)
+    await app.start()
+    try:
+        await wait_until_answering(nc, settings.subject_prefix)
+        yield settings
+    finally:
+        try:
+            await catch_up(nc, settings)
+        finally:
+            await app.stop()
+
+
+async def wait_until_answering(nc: NatsClient, prefix: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await call(nc, prefix, "query.count", timeout=timeout_s)
+            return
+        except nats.errors.NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            await nc.flush()  # a round trip to the server, then ask again
+
+
+async def catch_up(nc: NatsClient, settings: Settings) -> None:
+    """Wait until the service's read model has applied the whole log."""
+    info = await nc.jetstream().stream_info(settings.stream)
+    await call(
+        nc,
+        settings.subject_prefix,
+        "query.count",
+        headers={"Flows-Min-Position": str(info.state.last_seq), "Flows-Wait-Ms": "10000"},
+        timeout=15,
+    )
+
+
+class Wire(Protocol):
+    async def __call__(
+        self,
+        operation: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = ...,
+    ) -> WireReply: ...
+
+
+@pytest.fixture
+def client(service: Settings, nc: NatsClient) -> FlowsClient:
+    return FlowsClient(nc, service.subject_prefix)
+
+
+@pytest.fixture
+def wire(service: Settings, nc: NatsClient) -> Wire:
+    async def send(
+        operation: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> WireReply:
+        return await call(nc, service.subject_prefix, operation, body, headers, timeout)
+
+    return send
