@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -223,7 +223,9 @@ class JetStreamLog:
             cursor = page[-1].position
         return found
 
-    async def follow(self, after: int, max_batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
+    async def follow(
+        self, after: int, max_batch: int = 500
+    ) -> AsyncGenerator[list[StoredMessage], None]:
         """Every message after a position, live, in order, as batches of what has arrived.
 
         An ordered push consumer (nats-py recreates it on gaps and reconnects) delivers into a

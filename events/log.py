@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -62,7 +62,7 @@ class EventLog(Protocol):
         """Up to `limit` messages with position > after (matching the filter), in log order."""
         ...
 
-    def follow(self, after: int, max_batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
+    def follow(self, after: int, max_batch: int = 500) -> AsyncGenerator[list[StoredMessage], None]:
         """Every message after a position, then each new one as it arrives, in batches."""
         ...
 

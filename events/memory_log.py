@@ -7,7 +7,7 @@ positions, first/last by subject, reads after a position, and a live follower.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 
@@ -62,7 +62,9 @@ class InMemoryLog:
         found = [m for m in self.messages[after:] if _matches(m.subject, subject_filter)]
         return found[:limit]
 
-    async def follow(self, after: int, max_batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
+    async def follow(
+        self, after: int, max_batch: int = 500
+    ) -> AsyncGenerator[list[StoredMessage], None]:
         position = after
         while True:
             seen = position

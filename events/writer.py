@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,16 +21,20 @@ from typing import Any
 import orjson
 
 from events.errors import ConcurrencyConflict, FlowNotFound
+from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
-from events.model import EventType, encode_event, flow_document
+from events.model import EventType, decode_event, encode_event, flow_document
 from events.records import NameMarker, StoredReply
-from events.rules import decide_create, decide_delete, decide_update
+from events.rules import FlowState, decide_create, decide_delete, decide_update, evolve
 from events.subjects import Subjects
 from events.timefmt import utcnow
 
 __all__ = ["CommandResult", "FlowWriter"]
 
 log = logging.getLogger(__name__)
+
+# A flow's events read back to answer a create with its stored row; far above any real flow's.
+_MAX_FLOW_EVENTS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +44,6 @@ class CommandResult:
     status: int
     body: Any
     position: int
-    # A create that found its name held: the reply body is that flow's stored row, which the
-    # caller reads from the read model once it has reached `position`.
-    existing_flow_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,9 @@ class FlowWriter:
         self._clock = clock
         self._new_id = new_id
         self._max_attempts = max_attempts
+        # Commands on one flow (or one name) in this process go one at a time, so retries only
+        # ever arbitrate between service instances, not between our own requests.
+        self._locks = KeyedLocks()
 
     # -- stored replies ----------------------------------------------------------------------
     async def stored_reply(self, command_id: str) -> StoredReply | None:
@@ -106,12 +111,23 @@ class FlowWriter:
         self,
         what: str,
         command_id: str | None,
-        plan: Callable[[], Awaitable[_Plan | CommandResult | StoredReply]],
+        plan: Callable[[], Awaitable[_Plan | CommandResult | StoredReply | None]],
     ) -> CommandResult | StoredReply:
         """Plan against the log as it is, append under the plan's guards, and on a lost race
         plan again. A plan may also answer at once (nothing to append)."""
-        for _ in range(self._max_attempts):
-            planned = await plan()
+        for attempt in range(self._max_attempts):
+            if attempt:  # lost a race with another instance: let the winner finish
+                await asyncio.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
+            try:
+                planned = await plan()
+            except FlowNotFound:
+                # A duplicate of this command may have run while we waited: it is the reply.
+                earlier = await self.stored_reply(command_id) if command_id else None
+                if earlier is not None:
+                    return earlier
+                raise
+            if planned is None:
+                continue
             if not isinstance(planned, _Plan):
                 return planned
             messages = planned.messages
@@ -142,14 +158,12 @@ class FlowWriter:
     ) -> CommandResult | StoredReply:
         name_subject = self._subjects.name(name)
 
-        async def plan() -> _Plan | CommandResult:
+        async def plan() -> _Plan | CommandResult | StoredReply | None:
             marker_message = await self._log.last(name_subject)
             if marker_message is not None:
                 marker = NameMarker.decode(marker_message.data)
                 if marker.held:
-                    head = await self._log.last(self._subjects.event(marker.flow_id))
-                    position = head.position if head else marker_message.position
-                    return CommandResult(200, None, position, existing_flow_id=marker.flow_id)
+                    return await self._existing(marker.flow_id, command_id)
             flow_id, now = self._new_id(), self._clock()
             event = decide_create(
                 name=name,
@@ -168,7 +182,23 @@ class FlowWriter:
             body = flow_document(flow_id, now, now, name, list(tags), labels)
             return _Plan(messages, "create", 201, body)
 
-        return await self._run(f"create of flow name {name!r}", command_id, plan)
+        async with self._locks.hold(name_subject):
+            return await self._run(f"create of flow name {name!r}", command_id, plan)
+
+    async def _existing(
+        self, flow_id: str, command_id: str | None
+    ) -> CommandResult | StoredReply | None:
+        """The 200 of a create whose name is held: the holder as its events make it, at its
+        latest event's position. None if it was deleted meanwhile (the name is free again)."""
+        state: FlowState | None = None
+        for message in await self._log.read(0, _MAX_FLOW_EVENTS, self._subjects.event(flow_id)):
+            state = evolve(state, decode_event(message.data, message.position))
+        if state is None or state.deleted:
+            return None
+        body = state.document()
+        if command_id is None:
+            return CommandResult(200, body, state.version)
+        return await self.store_reply(StoredReply(command_id, "create", 200, body, state.version))
 
     async def update(
         self, flow_id: str, tags: list[str] | None, command_id: str | None = None
@@ -187,7 +217,8 @@ class FlowWriter:
             messages = [AppendMessage(subject, encode_event(event), head.position)]
             return _Plan(messages, "update", 204, None)
 
-        return await self._run(f"update of flow {flow_id}", command_id, plan)
+        async with self._locks.hold(flow_id):
+            return await self._run(f"update of flow {flow_id}", command_id, plan)
 
     async def delete(
         self, flow_id: str, command_id: str | None = None
@@ -195,7 +226,8 @@ class FlowWriter:
         async def plan() -> _Plan:
             return _Plan(await self._deletion(flow_id, command_id), "delete", 204, None)
 
-        return await self._run(f"delete of flow {flow_id}", command_id, plan)
+        async with self._locks.hold(flow_id):
+            return await self._run(f"delete of flow {flow_id}", command_id, plan)
 
     async def delete_many(
         self, flow_ids: Sequence[str], command_id: str | None = None

@@ -10,6 +10,7 @@ move the checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from itertools import groupby
@@ -65,13 +66,16 @@ class Projector:
         """Catch up from the checkpoint, then follow the log until cancelled."""
         position = await self.load_checkpoint()
         log.info("projector starting after log position %d", position)
-        async for batch in self._log.follow(position, self._max_batch):
-            fresh = [message for message in batch if message.position > position]
-            if not fresh:
-                continue
-            await self._apply_with_retry(fresh)
-            position = fresh[-1].position
-            self._watcher.advance(position)
+        # aclosing: on cancellation the follower's subscription is closed at once, so a
+        # shutdown never waits on messages nobody will read.
+        async with contextlib.aclosing(self._log.follow(position, self._max_batch)) as batches:
+            async for batch in batches:
+                fresh = [message for message in batch if message.position > position]
+                if not fresh:
+                    continue
+                await self._apply_with_retry(fresh)
+                position = fresh[-1].position
+                self._watcher.advance(position)
 
     async def _apply_with_retry(self, batch: Sequence[StoredMessage]) -> None:
         delay = 0.1

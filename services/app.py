@@ -66,7 +66,18 @@ def create_app(settings: Settings) -> FastStream:
     for name in AUDITS:
         bind(subjects.audit(name), name)
 
+    async def subscribed() -> None:
+        # nats-py only queues SUB commands: one round trip makes sure the server knows every
+        # subscription before start-up returns, so no early request finds no responders.
+        await broker.connection.flush()
+        log.info(
+            "flows service ready on %s.{cmd,query,audit}.* (queue group %s)",
+            settings.subject_prefix,
+            settings.queue_group,
+        )
+
     app = FastStream(broker, logger=log)
     app.on_startup(runtime.start)
+    app.after_startup(subscribed)
     app.after_shutdown(runtime.stop)
     return app

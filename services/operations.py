@@ -67,38 +67,12 @@ class FlowsOperations:
     async def create(self, payload: bytes, headers: Headers) -> Reply:
         async def run(command_id: str | None) -> Reply:
             command = parse_create(load_json_body(payload))
-            for _ in range(3):
-                outcome = await self._writer.create(
-                    command.name, list(command.tags), command.labels, command_id
-                )
-                if isinstance(outcome, StoredReply):
-                    return self._from_stored(outcome)
-                if outcome.existing_flow_id is None:
-                    return self._answered(outcome)
-                reply = await self._existing(outcome, command_id)
-                if reply is not None:
-                    return reply
-            raise ServiceUnavailable(
-                f"flow name {command.name!r} kept changing hands while being created; retry"
+            outcome = await self._writer.create(
+                command.name, list(command.tags), command.labels, command_id
             )
+            return self._outcome(outcome)
 
         return await self._command(headers, run)
-
-    async def _existing(self, outcome: CommandResult, command_id: str | None) -> Reply | None:
-        """The 200 of a create whose name is held: that flow's stored row, unchanged."""
-        assert outcome.existing_flow_id is not None
-        await self._wait(outcome.position, _DEFAULT_WAIT_MS)
-        async with self._engine.connect() as conn:
-            row = await queries.read_flow(conn, outcome.existing_flow_id)
-        if row is None:
-            return None  # deleted meanwhile: the name may be free now, decide again
-        body = _document(row)
-        if command_id is not None:
-            stored = await self._writer.store_reply(
-                StoredReply(command_id, "create", 200, body, outcome.position)
-            )
-            return self._from_stored(stored)
-        return self._answered(CommandResult(200, body, outcome.position))
 
     async def update(self, payload: bytes, headers: Headers) -> Reply:
         async def run(command_id: str | None) -> Reply:

@@ -84,7 +84,7 @@ class Runtime:
             _supervised(projector.run), name="flows-projector"
         )
         log.info(
-            "flows service ready: log %s at position %d, read model at %d (%s)",
+            "event log %s at position %d, read model at %d (%s); subscribing",
             settings.stream,
             log_end,
             applied,

@@ -63,11 +63,13 @@ class TestCreate:
         log = InMemoryLog()
         writer = make_writer(log)
         first = await created(writer, "my-flow", tags=["a"])
+        await writer.update(first.body["id"], ["b"])
         again = await created(writer, "my-flow", tags=["zzz"])
         assert again.status == 200
-        assert again.existing_flow_id == first.body["id"]
-        assert again.position == 1  # the holder's latest event
-        assert len(log.messages) == 2
+        # the holder as its events make it: the stored row, unchanged by this request
+        assert again.body == {**first.body, "tags": ["b"], "updated": "2026-01-01T00:00:01Z"}
+        assert again.position == 3  # the holder's latest event
+        assert len(log.messages) == 3
 
     async def test_a_deleted_name_is_free_again_with_a_new_id(self) -> None:
         log = InMemoryLog()
@@ -87,7 +89,7 @@ class TestCreate:
         log = InMemoryLog()
         writer = make_writer(log)
         outcomes = await asyncio.gather(*(created(writer, "race") for _ in range(20)))
-        ids = {o.body["id"] if o.status == 201 else o.existing_flow_id for o in outcomes}
+        ids = {o.body["id"] for o in outcomes}
         assert [o.status for o in outcomes].count(201) == 1
         assert len(ids) == 1
         assert sum(1 for e in events_of(log) if e["type"] == "FlowCreated") == 1
@@ -122,6 +124,16 @@ class TestUpdate:
         with pytest.raises(FlowNotFound):
             await writer.update(flow.body["id"], ["x"])
         assert len(log.messages) == size
+
+    async def test_concurrent_updates_of_one_flow_never_exhaust_their_retries(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await created(writer, "f")
+        outcomes = await asyncio.gather(
+            *(writer.update(flow.body["id"], [str(i)]) for i in range(64))
+        )
+        assert {o.status for o in outcomes} == {204}
+        assert sum(1 for e in events_of(log) if e["type"] == "FlowUpdated") == 64
 
     async def test_concurrent_updates_all_land_one_after_another(self) -> None:
         log = InMemoryLog()
