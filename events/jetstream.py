@@ -253,8 +253,11 @@ class JetStreamLog:
                         f"the connection to NATS closed while following stream {self._stream}"
                     ) from None
                 batch = [_delivered(first)]
+                # The messages are already queued; no timeout, because on Python 3.11 a
+                # cancellation meeting asyncio.wait_for's completion is lost (CPython gh-86296)
+                # and a stopping service would hang here.
                 while len(batch) < max_batch and subscription.pending_msgs > 0:
-                    batch.append(_delivered(await subscription.next_msg(timeout=1.0)))
+                    batch.append(_delivered(await subscription.next_msg(timeout=None)))
                 yield batch
         finally:
             try:

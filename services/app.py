@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
@@ -18,6 +21,9 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 Operation = Callable[[bytes, Mapping[str, str]], Awaitable[Reply]]
+
+# How long a stopping service waits for requests it already received.
+_DRAIN_S = 15.0
 
 
 async def _raw(message: NatsMessage) -> NatsMessage:
@@ -39,25 +45,38 @@ def create_app(settings: Settings) -> FastStream:
         graceful_timeout=15.0,
     )
     runtime = Runtime(settings)
+    progress = asyncio.Event()  # set whenever a handler finishes
     subjects = runtime.subjects
 
-    def bind(subject: str, operation_name: str) -> None:
-        async def handle(message: NatsMessage) -> NatsResponse:
-            raw = message.raw_message
-            operations = runtime.operations
-            if operations is None:  # not started, or stopping
-                reply = Reply(503, b'{"detail":"the flows service is starting"}', error="starting")
-            else:
-                operation: Operation = getattr(operations, operation_name)
-                reply = await operation(raw.data, raw.headers or {})
-            return NatsResponse(reply.body, headers=reply.headers())
+    bound: list[tuple[Any, _Answered]] = []
 
-        broker.subscriber(
+    def bind(subject: str, operation_name: str) -> None:
+        answered = _Answered()
+
+        async def handle(message: NatsMessage) -> NatsResponse:
+            try:
+                raw = message.raw_message
+                operations = runtime.operations
+                if operations is None:  # not started, or stopping
+                    reply = Reply(
+                        503, b'{"detail":"the flows service is starting"}', error="starting"
+                    )
+                else:
+                    operation: Operation = getattr(operations, operation_name)
+                    reply = await operation(raw.data, raw.headers or {})
+                return NatsResponse(reply.body, headers=reply.headers())
+            finally:
+                answered.count += 1
+                progress.set()
+
+        subscriber = broker.subscriber(
             subject,
             queue=settings.queue_group,
             max_workers=settings.max_in_flight,
             decoder=_raw,
-        )(handle)
+        )
+        subscriber(handle)
+        bound.append((subscriber, answered))
 
     for name in COMMANDS:
         bind(subjects.command(name), name)
@@ -76,8 +95,48 @@ def create_app(settings: Settings) -> FastStream:
             settings.queue_group,
         )
 
+    async def drain() -> None:
+        """Answer every request that reached this process before stopping.
+
+        FastStream's own stop drops requests still queued inside the process (it only waits for
+        handlers already running), so first unsubscribe at the server — the queue group sends
+        new requests to other instances — then wait until each subscription has answered as
+        many requests as it was delivered.
+        """
+        subscriptions = [(s.subscription, answered) for s, answered in bound if s.subscription]
+        for subscription, _ in subscriptions:
+            # nats-py's public drain() would close the subscription under FastStream, whose
+            # own stop then fails to unsubscribe it: send just the UNSUB.
+            with contextlib.suppress(Exception):
+                await broker.connection._send_unsubscribe(subscription._id)
+        with contextlib.suppress(Exception):
+            await broker.connection.flush()  # the server has sent all it will send us
+
+        def unanswered() -> int:
+            return sum(sub.delivered - answered.count for sub, answered in subscriptions)
+
+        try:
+            async with asyncio.timeout(_DRAIN_S):
+                while unanswered() > 0:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            log.warning("stopping with %d requests unanswered after %.0fs", unanswered(), _DRAIN_S)
+            return
+        log.info("answered every request received; stopping")
+
     app = FastStream(broker, logger=log)
     app.on_startup(runtime.start)
     app.after_startup(subscribed)
+    app.on_shutdown(drain)
     app.after_shutdown(runtime.stop)
     return app
+
+
+class _Answered:
+    """How many requests one subscription's handler has finished (answered or not)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0

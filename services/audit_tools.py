@@ -8,9 +8,10 @@ import time
 from typing import TextIO
 
 import orjson
+from nats.errors import Error as NatsError
 from sqlalchemy import delete
 
-from events.errors import MalformedEvent
+from events.errors import LogUnavailable, MalformedEvent
 from events.jetstream import JetStreamLog
 from events.model import decode_event
 from events.subjects import Subjects
@@ -27,8 +28,24 @@ log = logging.getLogger(__name__)
 _PAGE = 1000
 
 
-async def replay(settings: Settings, out: TextIO) -> int:
+def _unreachable(tool: str, settings: Settings, exc: BaseException, err: TextIO) -> int:
+    err.write(
+        f"flows {tool}: cannot read the event log (stream {settings.stream} at "
+        f"{settings.nats_url}): {exc or type(exc).__name__}\n"
+        "check --nats-url/FLOWS_NATS_URL and --stream/FLOWS_STREAM\n"
+    )
+    return 3
+
+
+async def replay(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> int:
     """The log on `out`, one RecordedEvent as JSON per line, in log order."""
+    try:
+        return await _replay(settings, out)
+    except (LogUnavailable, NatsError, OSError) as exc:
+        return _unreachable("replay", settings, exc, err)
+
+
+async def _replay(settings: Settings, out: TextIO) -> int:
     subjects = Subjects(settings.subject_prefix)
     nc = await connect_nats(settings, "flows-replay", retry=False)
     try:
@@ -55,6 +72,13 @@ async def replay(settings: Settings, out: TextIO) -> int:
 async def rebuild(settings: Settings, err: TextIO = sys.stderr) -> int:
     """Rebuild the read model from the log in one transaction: readers see the old model until
     the new one is complete, and a failed rebuild leaves the old one untouched."""
+    try:
+        return await _rebuild(settings, err)
+    except (LogUnavailable, NatsError, OSError) as exc:
+        return _unreachable("rebuild", settings, exc, err)
+
+
+async def _rebuild(settings: Settings, err: TextIO) -> int:
     subjects = Subjects(settings.subject_prefix)
     nc = await connect_nats(settings, "flows-rebuild", retry=False)
     engine = create_engine(settings)

@@ -30,10 +30,25 @@ log = logging.getLogger(__name__)
 async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> NatsClient:
     """A connection that never gives up reconnecting (nats-py stops after ~2 minutes by
     default), or, for one-shot tools, one that fails fast."""
+
+    async def on_error(error: Exception) -> None:
+        # nats-py's default prints a traceback per failed attempt; one line says enough.
+        log.warning("NATS connection %s at %s: %s", name, settings.nats_url, error or repr(error))
+
+    async def on_disconnect() -> None:
+        log.warning("NATS connection %s lost; reconnecting to %s", name, settings.nats_url)
+
+    async def on_reconnect() -> None:
+        log.info("NATS connection %s re-established", name)
+
     return await nats.connect(
         settings.nats_url,
         name=name,
-        max_reconnect_attempts=-1 if retry else 0,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        # nats-py reads 0 as "no limit": one attempt is 1.
+        max_reconnect_attempts=-1 if retry else 1,
         allow_reconnect=retry,
         connect_timeout=2,
         reconnect_time_wait=0.5,
@@ -93,8 +108,11 @@ class Runtime:
 
     async def stop(self) -> None:
         if self._projector_task is not None:
+            # One cancellation, awaited: a second one would interrupt the projector's rollback
+            # and leak its database connection (and, with aiosqlite, a thread that keeps the
+            # process alive).
             self._projector_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._projector_task
         if self._nc is not None:
             with contextlib.suppress(Exception):
