@@ -35,13 +35,17 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
         # nats-py's default prints a traceback per failed attempt; one line says enough.
         log.warning("NATS connection %s at %s: %s", name, settings.nats_url, error or repr(error))
 
+    connection: list[NatsClient] = []
+
     async def on_disconnect() -> None:
+        if connection and connection[0].is_closed:
+            return  # our own close or drain, not a fault
         log.warning("NATS connection %s lost; reconnecting to %s", name, settings.nats_url)
 
     async def on_reconnect() -> None:
         log.info("NATS connection %s re-established", name)
 
-    return await nats.connect(
+    nc = await nats.connect(
         settings.nats_url,
         name=name,
         error_cb=on_error,
@@ -53,6 +57,8 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
         connect_timeout=2,
         reconnect_time_wait=0.5,
     )
+    connection.append(nc)
+    return nc
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
