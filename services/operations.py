@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.commands import parse_create, parse_delete, parse_update
 from events.errors import (
@@ -138,24 +138,27 @@ class FlowsOperations:
     async def read(self, payload: bytes, headers: Headers) -> Reply:
         async def run() -> Reply:
             flow_id = requests.parse_read_request(load_json_body(payload))
-            async with self._engine.connect() as conn:
-                row = await queries.read_flow(conn, flow_id)
-            if row is None:
-                raise FlowNotFound()
-            return json_reply(200, _document(row))
+            return await self._one_flow(queries.read_flow, flow_id)
 
         return await self._query(headers, run)
 
     async def read_by_name(self, payload: bytes, headers: Headers) -> Reply:
         async def run() -> Reply:
             name = requests.parse_read_by_name_request(load_json_body(payload))
-            async with self._engine.connect() as conn:
-                row = await queries.read_flow_by_name(conn, name)
-            if row is None:
-                raise FlowNotFound()
-            return json_reply(200, _document(row))
+            return await self._one_flow(queries.read_flow_by_name, name)
 
         return await self._query(headers, run)
+
+    async def _one_flow(
+        self,
+        lookup: Callable[[AsyncConnection, str], Awaitable[Mapping[str, Any] | None]],
+        key: str,
+    ) -> Reply:
+        async with self._engine.connect() as conn:
+            row = await lookup(conn, key)
+        if row is None:
+            raise FlowNotFound()
+        return json_reply(200, _document(row))
 
     async def filter(self, payload: bytes, headers: Headers) -> Reply:
         async def run() -> Reply:
