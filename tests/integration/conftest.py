@@ -22,11 +22,10 @@ from tests.integration.wire import WireReply, call
 async def service(settings: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
     """`tests/conftest.py`'s service, made deterministic at both ends for these tests.
 
-    - Start: `app.start()` can return before nats-server has registered the service's
-      subscriptions, so a request sent at once may meet "no responders" (a service bug, exposed
-      by `test_lifecycle.py`). Here the fixture waits, with a deadline, until the service answers.
-    - Stop: stopping while the projector is behind takes nats-py's 30 s drain timeout (a service
-      bug, exposed by `test_lifecycle.py`). Here the read model catches up with the log first.
+    - Start: the fixture also waits, with a deadline, until the service answers (start-up
+      itself is proven prompt by `test_lifecycle.py`).
+    - Stop: the read model catches up with the log first, so every test ends from a quiet
+      service (stopping while behind is proven by `test_lifecycle.py`).
     """
     async with running(settings, nc):
         yield settings
