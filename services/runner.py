@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
+from urllib.parse import urlparse
 
 from events.errors import LogUnavailable
 from services.app import create_app
@@ -25,7 +27,9 @@ def before_run() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or until `stop` is set, for callers that embed the service),
+    answer what was already received, and return the exit code."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -39,17 +43,32 @@ async def serve(settings: Settings) -> int:
                 settings.nats_url,
             )
             return 3
-        embedded = EmbeddedNats(settings.data_dir / "nats", port=4222)
+        # The default URL: run nats-server ourselves, where the URL says.
+        port = urlparse(settings.nats_url).port or 4222
+        embedded = EmbeddedNats(settings.data_dir / "nats", port=port)
         log.info("no NATS at %s: starting an embedded nats-server", settings.nats_url)
-        embedded.start()
+        try:
+            await asyncio.to_thread(embedded.start)
+        except (OSError, RuntimeError) as exc:
+            log.error("could not start the embedded nats-server: %s", exc)
+            return 3
         settings = dataclasses.replace(settings, nats_url=embedded.url)
+    if stop is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    app = create_app(settings)
     try:
-        app = create_app(settings)
-        await app.run()
+        await app.start()
     except (LogUnavailable, OSError) as exc:
         log.error("the flows service could not start: %s", exc)
+        await app.stop()
         return 3
+    try:
+        await stop.wait()
+        log.info("stopping: answering requests already received")
     finally:
+        await app.stop()
         if embedded is not None:
             await embedded.astop()
     log.info("flows service stopped")
