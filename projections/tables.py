@@ -74,7 +74,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _json() -> Any:
+    """JSON that filters query (JSONB operators on PostgreSQL)."""
     return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def _json_document() -> Any:
+    """JSON that is only stored and returned: kept as written (JSONB would reorder a label
+    object's keys), so both backends answer byte for byte alike."""
+    return JSON(none_as_null=True)
 
 
 # Names sort in code-point order, as Prefect's SQLite (BINARY collation) does; PostgreSQL's
@@ -89,8 +96,9 @@ flow = Table(
     metadata,
     Column("id", _ID, primary_key=True),
     Column("name", _NAME, nullable=False),
-    Column("tags", _json(), nullable=False),
-    Column("labels", _json(), nullable=True),
+    # Filters on a flow's tags read `flow_tag`, so both columns are plain stored documents.
+    Column("tags", _json_document(), nullable=False),
+    Column("labels", _json_document(), nullable=True),
     Column("created", UTCDateTime(), nullable=False),
     Column("updated", UTCDateTime(), nullable=False),
     # Log position of the flow's latest event.

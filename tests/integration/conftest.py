@@ -4,6 +4,7 @@ the service (with a quiescing stop), a FlowsClient and a raw caller bound to the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -11,6 +12,8 @@ from typing import Any, Protocol
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.app import create_app
 from services.client import FlowsClient
@@ -18,8 +21,32 @@ from services.settings import Settings
 from tests.integration.wire import WireReply, call
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def read_model(
+    request: pytest.FixtureRequest, settings: Settings, postgres_url: str | None
+) -> AsyncIterator[Settings]:
+    """The same contract suite against each read-model backend: SQLite (the default), and
+    PostgreSQL in a fresh database when FLOWS_TEST_POSTGRES_URL names a server (.ci/run)."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    if postgres_url is None:
+        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    name = f"flows_{settings.stream.lower()}"
+    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        base, _, _ = postgres_url.rpartition("/")
+        yield dataclasses.replace(settings, database_url=f"{base}/{name}")
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
 @pytest.fixture
-async def service(settings: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
+async def service(read_model: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
     """`tests/conftest.py`'s service, made deterministic at both ends for these tests.
 
     - Start: the fixture also waits, with a deadline, until the service answers (start-up
@@ -27,8 +54,8 @@ async def service(settings: Settings, nc: NatsClient) -> AsyncIterator[Settings]
     - Stop: the read model catches up with the log first, so every test ends from a quiet
       service (stopping while behind is proven by `test_lifecycle.py`).
     """
-    async with running(settings, nc):
-        yield settings
+    async with running(read_model, nc):
+        yield read_model
 
 
 @contextlib.asynccontextmanager
