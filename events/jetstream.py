@@ -108,12 +108,6 @@ class JetStreamLog:
             await self._api_request(f"STREAM.UPDATE.{self._stream}", orjson.dumps(wanted))
             log.info("updated the settings of event log stream %s", self._stream)
 
-    async def close(self) -> None:
-        for future in self._waiting.values():
-            if not future.done():
-                future.cancel()
-        self._waiting.clear()
-
     # -- appending ---------------------------------------------------------------------------
     async def append(self, messages: Sequence[AppendMessage]) -> int:
         if not messages:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.tables import CHECKPOINT_PROJECTION, checkpoint, metadata
 
-__all__ = ["configure_engine", "create_schema", "drop_schema", "read_checkpoint"]
+__all__ = ["configure_engine", "create_schema", "read_checkpoint"]
 
 
 def configure_engine(engine: AsyncEngine) -> None:
@@ -35,11 +35,6 @@ def configure_engine(engine: AsyncEngine) -> None:
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-
-
-async def drop_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
 
 
 async def read_checkpoint(conn: AsyncConnection) -> int:

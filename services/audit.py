@@ -14,7 +14,7 @@ from events.model import EventType, decode_event
 from events.subjects import Subjects
 from events.validation import validate_body
 
-__all__ = ["AuditReader", "EventsRequest", "HistoryRequest"]
+__all__ = ["AuditReader", "EventsRequest", "HistoryRequest", "recorded_json"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class AuditReader:
     async def history(self, body: Any) -> list[dict[str, Any]]:
         request: HistoryRequest = validate_body(HistoryRequest, body)
         messages = await self._log.read(0, 1_000_000_000, self._subjects.event(request.id))
-        return [self._recorded(message) for message in messages]
+        return [recorded_json(message) for message in messages]
 
     async def events(self, body: Any) -> list[dict[str, Any]]:
         request: EventsRequest = validate_body(EventsRequest, body)
@@ -53,7 +53,7 @@ class AuditReader:
         while len(found) < request.limit:
             page = await self._log.read(cursor, request.limit, subject)
             for message in page:
-                recorded = self._recorded(message)
+                recorded = recorded_json(message)
                 if wanted is None or recorded.get("type") in wanted:
                     found.append(recorded)
                     if len(found) == request.limit:
@@ -63,14 +63,12 @@ class AuditReader:
             cursor = page[-1].position
         return found
 
-    def _recorded(self, message: StoredMessage) -> dict[str, Any]:
-        try:
-            return decode_event(message.data, message.position).as_json()
-        except MalformedEvent as exc:
-            # Audit shows the log as it is: a malformed message is reported, not hidden.
-            log.warning("audit read a malformed event: %s", exc)
-            return {
-                "position": message.position,
-                "subject": message.subject,
-                "malformed": exc.reason,
-            }
+
+def recorded_json(message: StoredMessage) -> dict[str, Any]:
+    """A log message as audit shows it: the RecordedEvent, or, for a message that is not a
+    valid event, its position, subject and what is wrong (reported, never hidden)."""
+    try:
+        return decode_event(message.data, message.position).as_json()
+    except MalformedEvent as exc:
+        log.warning("audit read a malformed event: %s", exc)
+        return {"position": message.position, "subject": message.subject, "malformed": exc.reason}

@@ -11,13 +11,13 @@ import orjson
 from nats.errors import Error as NatsError
 from sqlalchemy import delete
 
-from events.errors import LogUnavailable, MalformedEvent
+from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
-from events.model import decode_event
 from events.subjects import Subjects
 from projections.projector import apply_batch
 from projections.store import create_schema
 from projections.tables import metadata
+from services.audit import recorded_json
 from services.runtime import connect_nats, create_engine
 from services.settings import Settings
 
@@ -54,12 +54,7 @@ async def _replay(settings: Settings, out: TextIO) -> int:
         while True:
             page = await event_log.read(after, _PAGE, subjects.all_events)
             for message in page:
-                try:
-                    line = decode_event(message.data, message.position).as_json()
-                except MalformedEvent as exc:
-                    line = {"position": message.position, "subject": message.subject,
-                            "malformed": exc.reason}  # fmt: skip
-                out.write(orjson.dumps(line).decode() + "\n")
+                out.write(orjson.dumps(recorded_json(message)).decode() + "\n")
             if len(page) < _PAGE:
                 break
             after = page[-1].position

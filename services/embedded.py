@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -70,10 +69,6 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def start(self, timeout_s: float = 10.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         command = [
@@ -115,13 +110,6 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, 9)
-            self._process.wait()
-        self._process = None
 
     async def astop(self) -> None:
         with contextlib.suppress(Exception):
