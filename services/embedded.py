@@ -2,6 +2,12 @@
 
 Used by `flows serve` at the default URL and by the tests; JetStream on, data under the data dir,
 listening on loopback only.
+
+Durability: nats-server acknowledges a JetStream write once it is in the OS page cache and, by
+default, fsyncs the store every 2 minutes (`sync_interval`): a process crash loses nothing, but a
+power loss or kernel crash can lose up to 2 minutes of acknowledged commands on a single node.
+The embedded server therefore runs with `sync_interval: always` (fsync before every ack) unless
+told otherwise; `benchmarks/sync_interval.py` measures what that costs.
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["EmbeddedNats", "find_nats_server", "free_port", "nats_answers"]
+__all__ = [
+    "DEFAULT_SYNC_INTERVAL",
+    "EmbeddedNats",
+    "find_nats_server",
+    "free_port",
+    "nats_answers",
+]
 
 log = logging.getLogger(__name__)
+
+# JetStream's `sync_interval` for the embedded server: "always" (fsync before every ack), or a
+# duration such as "2m" (nats-server's own default), or None to leave nats-server's default.
+DEFAULT_SYNC_INTERVAL = "always"
 
 
 def find_nats_server() -> str:
@@ -58,12 +74,32 @@ class EmbeddedNats:
     """A nats-server child process; `start()` returns once it accepts connections."""
 
     def __init__(
-        self, store_dir: Path, port: int | None = None, extra_args: list[str] | None = None
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        *,
+        sync_interval: str | None = DEFAULT_SYNC_INTERVAL,
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.extra_args = extra_args or []
+        self.sync_interval = sync_interval
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def _config_file(self) -> Path:
+        """The JetStream part of the configuration (sync_interval has no command-line flag)."""
+        lines = ["jetstream {", f"  store_dir: {_quoted(str(self.store_dir))}"]
+        if self.sync_interval is not None:
+            lines.append(f"  sync_interval: {_quoted(self.sync_interval)}")
+        lines.append("}")
+        path = self.store_dir / "nats-server.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     @property
     def url(self) -> str:
@@ -75,8 +111,7 @@ class EmbeddedNats:
             find_nats_server(),
             "-a", "127.0.0.1",
             "-p", str(self.port),
-            "-js",
-            "-sd", str(self.store_dir),
+            "-c", str(self._config_file()),
             *self.extra_args,
         ]  # fmt: skip
         log_file = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
@@ -111,6 +146,18 @@ class EmbeddedNats:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash of the broker would; returns once the process is gone."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     async def astop(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.stop)
+
+
+def _quoted(text: str) -> str:
+    """A string value for nats-server's configuration format (JSON-style escapes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
