@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["AUDITS", "COMMANDS", "QUERIES", "Subjects"]
+__all__ = ["AUDITS", "COMMANDS", "HEALTH", "QUERIES", "Subjects"]
 
 COMMANDS = ("create", "update", "delete", "bulk_delete")
 QUERIES = ("read", "read_by_name", "filter", "count", "paginate")
 AUDITS = ("history", "events")
+# Answered beside the audit subjects (`P.audit.stats`) by services/health.py.
+HEALTH = ("stats",)
 
 
 def _digest(text: str) -> str:

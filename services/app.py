@@ -11,7 +11,8 @@ from typing import Any
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
 
-from events.subjects import AUDITS, COMMANDS, QUERIES
+from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from services.health import HealthReporter
 from services.replies import Reply
 from services.runtime import Runtime
 from services.settings import Settings
@@ -44,19 +45,22 @@ def create_app(settings: Settings) -> FastStream:
         name="flows-service",
         graceful_timeout=15.0,
     )
-    runtime = Runtime(settings)
+    # The health reporter reads the read model and the log by itself (services/health.py).
+    runtime, health = Runtime(settings), HealthReporter(settings, lambda: broker.connection)
     progress = asyncio.Event()  # set whenever a handler finishes
     subjects = runtime.subjects
 
     bound: list[tuple[Any, _Answered]] = []
 
-    def bind(subject: str, operation_name: str) -> None:
+    def bind(
+        subject: str, operation_name: str, owner: Callable[[], object | None] | None = None
+    ) -> None:
         answered = _Answered()
 
         async def handle(message: NatsMessage) -> NatsResponse:
             try:
                 raw = message.raw_message
-                operations = runtime.operations
+                operations = runtime.operations if owner is None else owner()
                 if operations is None:  # not started, or stopping
                     reply = Reply(
                         503, b'{"detail":"the flows service is starting"}', error="starting"
@@ -82,8 +86,8 @@ def create_app(settings: Settings) -> FastStream:
         bind(subjects.command(name), name)
     for name in QUERIES:
         bind(subjects.query(name), name)
-    for name in AUDITS:
-        bind(subjects.audit(name), name)
+    for name in AUDITS + HEALTH:
+        bind(subjects.audit(name), name, health.ready if name in HEALTH else None)
 
     async def subscribed() -> None:
         # nats-py only queues SUB commands: one round trip makes sure the server knows every
@@ -125,7 +129,8 @@ def create_app(settings: Settings) -> FastStream:
             return
         log.info("answered every request received; stopping")
 
-    app = FastStream(broker, logger=log)
+    # The health reporter opens its engine as the app starts and disposes of it as it stops.
+    app = FastStream(broker, logger=log, on_startup=[health.start], after_shutdown=[health.stop])
     app.on_startup(runtime.start)
     app.after_startup(subscribed)
     app.on_shutdown(drain)

@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("id", metavar="ID")
 
+    command(
+        "stats", "the service's health: read-model lag and parked log messages", _stats, _stats_text
+    )
+
     command("serve", "run the service until SIGTERM/SIGINT").set_defaults(
         local=_local("services.runner", "serve")
     )
@@ -272,3 +276,18 @@ async def _delete(client: FlowsClient, args: argparse.Namespace) -> Reply:
 
 async def _history(client: FlowsClient, args: argparse.Namespace) -> Reply:
     return await client.history(args.id)
+
+
+async def _stats(client: FlowsClient, args: argparse.Namespace) -> Reply:
+    return await client.request("audit.stats")
+
+
+def _stats_text(reply: Reply, args: argparse.Namespace) -> str:
+    body = reply.body
+    lines = [f"{key}: {body.get(key)}" for key in ("status", "position", "log_end", "lag")]
+    lines.append(f"parked: {body.get('parked_count')}")
+    lines += [
+        f"  position {p['position']} on {p['subject']}: {p['reason']}" for p in body["parked"]
+    ]
+    lines += [f"problem: {problem}" for problem in body.get("problems", [])]
+    return "\n".join(lines)
