@@ -1,7 +1,13 @@
-"""The events of the log and how they are written as JSON (CONTRACT.md, "The event log")."""
+"""The events of the log and how they are written as JSON (CONTRACT.md, "The event log").
+
+Beside the contract's fields every event written now carries `schema` (its version,
+events/upcasting.py) and `prev` (its link in the flow's tamper-evidence chain, events/chain.py).
+Reading upcasts any older version first, so the rest of the code sees one shape only.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
@@ -11,6 +17,7 @@ import orjson
 
 from events.errors import MalformedEvent
 from events.timefmt import format_datetime, parse_datetime
+from events.upcasting import SCHEMA_VERSION, upcast
 
 __all__ = [
     "EVENT_TYPES",
@@ -24,6 +31,7 @@ __all__ = [
 
 EventType = Literal["FlowCreated", "FlowUpdated", "FlowDeleted"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+_DIGEST = re.compile("[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +44,12 @@ class Event:
     occurred: datetime
     data: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 hex of the previous message on the flow's subject; None for the first (or for an
+    # event written before the chain existed). Set by the writer at append time.
+    prev: str | None = None
 
     def as_json(self) -> dict[str, Any]:
+        """The event as written now: at the current schema version."""
         return {
             "id": self.id,
             "type": self.type,
@@ -45,6 +57,8 @@ class Event:
             "occurred": format_datetime(self.occurred),
             "data": self.data,
             "metadata": self.metadata,
+            "schema": SCHEMA_VERSION,
+            "prev": self.prev,
         }
 
 
@@ -54,9 +68,12 @@ class RecordedEvent:
 
     event: Event
     position: int
+    # The schema version the event was written in (the event itself is upcast to the current
+    # one); version 1 events carry no chain link.
+    schema: int = SCHEMA_VERSION
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.event.as_json(), "position": self.position}
+        return {**self.event.as_json(), "schema": self.schema, "position": self.position}
 
 
 def encode_event(event: Event) -> bytes:
@@ -75,6 +92,7 @@ def decode_event(payload: bytes, position: int) -> RecordedEvent:
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent(position, f"not JSON: {exc}") from None
     _require(isinstance(raw, dict), position, "not a JSON object")
+    raw, written = upcast(raw, position)
     event_type = raw.get("type")
     _require(event_type in EVENT_TYPES, position, f"unknown event type {event_type!r}")
     for key in ("id", "flow_id", "occurred"):
@@ -84,10 +102,12 @@ def decode_event(payload: bytes, position: int) -> RecordedEvent:
         occurred = parse_datetime(raw["occurred"])
     except ValueError as exc:
         raise MalformedEvent(position, str(exc)) from None
-    data = raw.get("data")
-    metadata = raw.get("metadata", {})
+    data: Any = raw.get("data")
+    metadata: Any = raw.get("metadata", {})
     _require(isinstance(data, dict), position, "field 'data' missing or not an object")
     _require(isinstance(metadata, dict), position, "field 'metadata' is not an object")
+    prev = raw.get("prev")
+    _require(prev is None or _is_digest(prev), position, "field 'prev' is not a SHA-256 hex digest")
     _check_data(cast(EventType, event_type), data, position)
     event = Event(
         id=raw["id"],
@@ -96,8 +116,13 @@ def decode_event(payload: bytes, position: int) -> RecordedEvent:
         occurred=occurred,
         data=data,
         metadata=metadata,
+        prev=prev,
     )
-    return RecordedEvent(event=event, position=position)
+    return RecordedEvent(event=event, position=position, schema=written)
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 
 
 def _is_str_list(value: Any) -> bool:

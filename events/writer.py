@@ -5,6 +5,8 @@ subject for creates and deletes), so concurrent commands from any number of serv
 can never interleave wrongly; a command that loses a race reloads and decides again.
 A command sent with a command id (`Nats-Msg-Id`) appends its reply in the same atomic batch as its
 events, so a retry finds the reply instead of applying the command twice.
+Each event is chained to the message its flow's subject held last (events/chain.py); the append's
+guard on that message's position is what makes the link exact.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from events.chain import link
 from events.errors import ConcurrencyConflict, FlowNotFound
 from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
@@ -58,11 +61,14 @@ class _Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Head:
-    """The latest event of a flow, enough to guard an append and to decide."""
+    """The latest event of a flow, enough to guard an append, chain the next event, decide."""
 
     type: EventType | None
     position: int
     data: dict[str, Any]
+    # The latest message's exact bytes (None: the subject is empty), hashed into the next
+    # event's chain link.
+    payload: bytes | None
 
 
 class FlowWriter:
@@ -176,7 +182,8 @@ class FlowWriter:
             )
             marker_guard = marker_message.position if marker_message else 0
             messages = [
-                AppendMessage(self._subjects.event(flow_id), encode_event(event), 0),
+                # A new flow's subject is empty (guard 0): its first event links to nothing.
+                AppendMessage(self._subjects.event(flow_id), encode_event(link(event, None)), 0),
                 AppendMessage(name_subject, NameMarker(name, flow_id, True).encode(), marker_guard),
             ]
             body = flow_document(flow_id, now, now, name, list(tags), labels)
@@ -214,7 +221,8 @@ class FlowWriter:
                 command_id=command_id or self._new_id(),
             )
             subject = self._subjects.event(flow_id)
-            messages = [AppendMessage(subject, encode_event(event), head.position)]
+            chained = encode_event(link(event, head.payload))
+            messages = [AppendMessage(subject, chained, head.position)]
             return _Plan(messages, "update", 204, None)
 
         async with self._locks.hold(flow_id):
@@ -284,7 +292,7 @@ class FlowWriter:
             command_id=command_id or self._new_id(),
         )
         return [
-            AppendMessage(subject, encode_event(event), head.position),
+            AppendMessage(subject, encode_event(link(event, head.payload)), head.position),
             AppendMessage(
                 name_subject,
                 NameMarker(name, flow_id, held=False).encode(),
@@ -295,7 +303,13 @@ class FlowWriter:
 
 def _head_of(message: StoredMessage | None) -> _Head:
     if message is None:
-        return _Head(type=None, position=0, data={})
+        return _Head(type=None, position=0, data={}, payload=None)
     raw = orjson.loads(message.data)
-    # Only the type and data are needed; a full decode happens in the projector.
-    return _Head(type=raw.get("type"), position=message.position, data=raw.get("data") or {})
+    # Only the type and data are needed (the same in every schema version); a full decode
+    # happens in the projector.
+    return _Head(
+        type=raw.get("type"),
+        position=message.position,
+        data=raw.get("data") or {},
+        payload=message.data,
+    )
