@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("rebuild", "rebuild the read model from the event log").set_defaults(
         local=_local("services.audit_tools", "rebuild")
     )
+    command(
+        "verify",
+        "check the log (no missing sequence, intact chains) and the read model against a replay",
+    ).set_defaults(local=_local("services.verify_tool", "verify", to_stdout=True))
     return parser
 
 

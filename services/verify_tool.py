@@ -1,0 +1,243 @@
+"""`flows verify`: replay the whole log into a scratch read model, compare it with the live one
+row by row, and walk the log for missing sequences, broken flow histories, broken chain links
+and malformed events. Exit 0 only when all holds; 1 with a report naming each problem's event;
+3 when the log or the read model cannot be reached.
+
+The live projector may be moving while this runs, so the live model is read in one transaction
+(its rows and its checkpoint at one moment) and the scratch model is replayed to exactly that
+checkpoint. The log walk covers the whole stream, up to its last sequence when verify started.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from nats.errors import Error as NatsError
+from sqlalchemy import inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from events.errors import LogUnavailable
+from events.jetstream import JetStreamLog
+from events.log import StoredMessage
+from events.subjects import Subjects
+from projections.projector import apply_batch
+from projections.store import configure_engine, create_schema, read_checkpoint
+from projections.tables import checkpoint
+from projections.verify import Finding, VerifyReport, render_report
+from projections.verify_log import LogAudit
+from projections.verify_model import ModelRows, compare_models, read_model_rows
+from services.progress import LogProgress
+from services.runtime import connect_nats, create_engine
+from services.settings import Settings
+
+__all__ = ["run_verify", "verify"]
+
+_PAGE = 1000
+_NO_MODEL = (
+    "start `flows serve` (it creates and fills the read model) or run `flows rebuild`; check "
+    "--database-url/FLOWS_DATABASE_URL and --data-dir/FLOWS_DATA_DIR name the service's model"
+)
+
+
+async def verify(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> int:
+    """The `flows verify` subcommand: the report on `out`, the exit code returned."""
+    try:
+        report = await run_verify(settings, err)
+    except (LogUnavailable, NatsError, OSError, SQLAlchemyError) as exc:
+        err.write(
+            f"flows verify: cannot read the event log (stream {settings.stream} at "
+            f"{settings.nats_url}) or the read model: {exc or type(exc).__name__}\n"
+            "check --nats-url/FLOWS_NATS_URL, --stream/FLOWS_STREAM and "
+            "--database-url/FLOWS_DATABASE_URL\n"
+        )
+        return 3
+    out.write(render_report(report) + "\n")
+    out.flush()
+    return 0 if report.ok else 1
+
+
+async def run_verify(settings: Settings, progress_to: TextIO | None = None) -> VerifyReport:
+    """Verify the log and the live read model named by `settings`; the report, not printed."""
+    started = time.perf_counter()
+    subjects = Subjects(settings.subject_prefix)
+    report = VerifyReport(stream=settings.stream)
+    nc = await connect_nats(settings, "flows-verify", retry=False)
+    try:
+        event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
+        live = await _read_live_model(settings, report)
+        report.last_position = await event_log.last_position()
+        report.checkpoint = live[0] if live else 0
+        audit = LogAudit(subjects, settings.stream)
+        with tempfile.TemporaryDirectory(prefix="flows-verify-") as scratch_dir:
+            scratch = create_async_engine(f"sqlite+aiosqlite:///{Path(scratch_dir) / 'replay.db'}")
+            configure_engine(scratch)
+            try:
+                await create_schema(scratch)
+                with LogProgress(
+                    "verify", first=1, last=report.last_position, stream=progress_to or sys.stderr
+                ) as bar:
+                    await _walk(event_log, audit, scratch, subjects, report, bar)
+                async with scratch.connect() as conn:
+                    replayed = await read_model_rows(conn)
+            finally:
+                await scratch.dispose()
+    finally:
+        await nc.close()
+    report.notes.extend(audit.finish(report.last_position))
+    report.findings[:0] = audit.findings
+    report.messages, report.events, report.flows = audit.messages, audit.events, audit.flows
+    if live is not None:
+        _compare(live, replayed, report)
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+async def _read_live_model(
+    settings: Settings, report: VerifyReport
+) -> tuple[int, ModelRows] | None:
+    """The live model's checkpoint and rows, read at one moment; None (and a finding) when
+    there is no read model to compare."""
+    url = make_url(settings.resolved_database_url)
+    if _sqlite_file_missing(url):  # connecting would create an empty one
+        report.findings.append(
+            Finding("no-read-model", f"there is no read model at {url.database}", _NO_MODEL)
+        )
+        return None
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            await _one_moment(conn)
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table(checkpoint.name)):
+                report.findings.append(
+                    Finding(
+                        "no-read-model",
+                        f"the database {url.render_as_string()} holds no read model tables",
+                        _NO_MODEL,
+                    )
+                )
+                return None
+            position = await read_checkpoint(conn)
+            rows = await read_model_rows(conn)
+            await conn.rollback()
+        return position, rows
+    finally:
+        await engine.dispose()
+
+
+def _sqlite_file_missing(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
+
+
+async def _one_moment(conn: AsyncConnection) -> None:
+    """Make every following read of this connection, until rollback, see one moment."""
+    if conn.dialect.name == "sqlite":
+        # pysqlite opens a transaction only before a write, so each SELECT would see its own
+        # moment; an explicit BEGIN makes all of them read one WAL snapshot.
+        await conn.exec_driver_sql("BEGIN")
+    else:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+
+
+async def _walk(
+    event_log: JetStreamLog,
+    audit: LogAudit,
+    scratch: AsyncEngine,
+    subjects: Subjects,
+    report: VerifyReport,
+    bar: LogProgress,
+) -> None:
+    """One pass over the stream: every message to the log walk, and those up to the live
+    checkpoint into the scratch model."""
+    after = 0
+    while after < report.last_position:
+        page = await event_log.read(after, _PAGE)
+        page = [message for message in page if message.position <= report.last_position]
+        if not page:
+            break
+        audit.feed(page)
+        replayed = [message for message in page if message.position <= report.checkpoint]
+        if replayed:
+            await _replay(scratch, subjects, replayed, report)
+        after = page[-1].position
+        bar.reached(after)
+
+
+async def _replay(
+    scratch: AsyncEngine, subjects: Subjects, page: Sequence[StoredMessage], report: VerifyReport
+) -> None:
+    """Apply a page to the scratch model; if the page fails, apply it message by message to
+    name the one that cannot be applied (the live projector is stuck on the same one)."""
+    try:
+        async with scratch.begin() as conn:
+            await apply_batch(conn, subjects, page)
+        return
+    except SQLAlchemyError:
+        pass
+    for message in page:
+        try:
+            async with scratch.begin() as conn:
+                await apply_batch(conn, subjects, [message])
+        except SQLAlchemyError as exc:
+            report.findings.append(
+                Finding(
+                    kind="unappliable",
+                    position=message.position,
+                    flow_id=subjects.flow_id_of(message.subject),
+                    problem=(
+                        "the projector cannot apply it to a read model built from the log "
+                        f"before it: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}"
+                    ),
+                    action=(
+                        "the live projector stops here too (see the service log); find how this "
+                        "message got into the log (other findings may say), then report it with "
+                        "this position"
+                    ),
+                )
+            )
+
+
+def _compare(live: tuple[int, ModelRows], replayed: ModelRows, report: VerifyReport) -> None:
+    position, rows = live
+    if position > report.last_position:
+        report.findings.append(
+            Finding(
+                "model-ahead",
+                f"the live read model is at position {position} but stream {report.stream} "
+                f"ends at {report.last_position}: it was built from another log, or the stream "
+                "was reset",
+                "check --stream/FLOWS_STREAM and --database-url/FLOWS_DATABASE_URL name one "
+                "service's log and model; if they do, run `flows rebuild`",
+            )
+        )
+        return
+    if position < report.last_position:
+        report.notes.append(
+            f"the live read model was at position {position}: log messages after it were "
+            "walked but not compared with the model (the projector had not applied them yet)"
+        )
+    report.findings.extend(compare_models(rows, replayed))
+    reported = {f.position for f in report.findings if f.kind == "malformed"}
+    for row in rows.get("parked_event", {}).values():
+        if row["position"] in reported:
+            continue
+        report.findings.append(
+            Finding(
+                kind="parked",
+                position=row["position"],
+                problem=(
+                    f"the live projector parked the message on {row['subject']} as not a valid "
+                    f"event: {row['reason']}"
+                ),
+                action=(
+                    "find who published it and stop them; if it was meant to change a flow, "
+                    "make that change through the service"
+                ),
+            )
+        )
