@@ -85,11 +85,14 @@ def render_report(report: VerifyReport) -> str:
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
         lines.append(f"flows verify: FAILED with {len(report.findings)} problems ({summary}).")
         lines.append(scope)
+        said: dict[str, int] = {}  # each action in full once, then by reference
         for number, finding in enumerate(report.findings, start=1):
             lines.append("")
             lines.append(f"{number}. [{finding.kind}] {_subject_of(finding)}")
             lines.append(f"   wrong: {finding.problem}")
-            lines.append(f"   to do: {finding.action}")
+            earlier = said.setdefault(finding.action, number)
+            action = finding.action if earlier == number else f"as for {earlier}. above"
+            lines.append(f"   to do: {action}")
     if report.notes:
         lines.append("")
         lines.extend(f"note: {note}" for note in report.notes)

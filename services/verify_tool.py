@@ -10,10 +10,12 @@ checkpoint. The log walk covers the whole stream, up to its last sequence when v
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -175,8 +177,9 @@ async def _replay(
     """Apply a page to the scratch model; if the page fails, apply it message by message to
     name the one that cannot be applied (the live projector is stuck on the same one)."""
     try:
-        async with scratch.begin() as conn:
-            await apply_batch(conn, subjects, page)
+        with _quiet_projector():
+            async with scratch.begin() as conn:
+                await apply_batch(conn, subjects, page)
         return
     except SQLAlchemyError:
         pass
@@ -201,6 +204,19 @@ async def _replay(
                     ),
                 )
             )
+
+
+@contextlib.contextmanager
+def _quiet_projector() -> Iterator[None]:
+    """The projector logs each message it parks; in the scratch replay those are verify's own
+    findings, reported once in the report, not as log noise."""
+    projector_log = logging.getLogger(apply_batch.__module__)
+    level = projector_log.level
+    projector_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        projector_log.setLevel(level)
 
 
 def _compare(live: tuple[int, ModelRows], replayed: ModelRows, report: VerifyReport) -> None:
