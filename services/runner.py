@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from events.errors import LogUnavailable
 from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
+from services.fault_injection import install_from_env as install_fault_injection
 from services.settings import Settings
 
 __all__ = ["before_run", "serve"]
@@ -34,6 +35,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_fault_injection()  # only for crash tests: off unless FLOWS_FAULT_* is set
     embedded: EmbeddedNats | None = None
     if not nats_answers(settings.nats_url):
         if settings.nats_url_explicit:

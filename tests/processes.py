@@ -33,6 +33,7 @@ __all__ = [
     "Target",
     "new_target",
     "read_model",
+    "rebuild_into",
     "run_flows",
     "wait_for_checkpoint",
 ]
@@ -291,3 +292,11 @@ async def wait_for_checkpoint(database: Path, position: int, timeout_s: float = 
             f"within {timeout_s}s"
         )
         await asyncio.sleep(0.02)
+
+
+async def rebuild_into(target: Target, fresh_dir: Path) -> dict[str, Any]:
+    """`flows rebuild` into a data dir that has never held a read model, then its rows: the
+    reference a live read model must equal."""
+    result = await run_flows(target.with_data_dir(fresh_dir), "rebuild")
+    assert result.returncode == 0, str(result)
+    return read_model(fresh_dir / "flows.db")
