@@ -135,7 +135,7 @@ async def test_an_event_re_published_altered_is_named(settings: Settings, nc: Na
         ids = await some_history(FlowsClient(nc, settings.subject_prefix))
         original = (await alpha_events(nc, settings, ids["alpha"]))[1]
         stored = await nc.jetstream().get_msg(settings.stream, original["position"])
-        altered = orjson.loads(stored.data)
+        altered = orjson.loads(stored.data or b"")
         altered["data"]["tags"] = ["tampered"]
         ack = await nc.jetstream().publish(stored.subject or "", orjson.dumps(altered))
 
