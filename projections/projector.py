@@ -25,18 +25,9 @@ from events.model import RecordedEvent, decode_event
 from events.subjects import Subjects
 from projections.positions import PositionWatcher
 from projections.store import read_checkpoint
-from projections.tables import (
-    CHECKPOINT_PROJECTION,
-    checkpoint,
-    deployment,
-    flow,
-    flow_run,
-    flow_tag,
-    parked_event,
-    task_run,
-)
+from projections.tables import CHECKPOINT_PROJECTION, LIVE, ReadModelTables, checkpoint
 
-__all__ = ["Projector", "apply_batch"]
+__all__ = ["Projector", "apply_batch", "apply_messages", "lock_checkpoint", "move_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +96,25 @@ async def apply_batch(
     database (several service instances on PostgreSQL), or a rebuild racing the live projector,
     never apply an event twice: the checkpoint row is read under a lock in the same transaction.
     """
-    applied = await _locked_checkpoint(conn)
+    applied = await lock_checkpoint(conn)
     batch = [message for message in batch if message.position > applied]
     if not batch:
         return
+    await apply_messages(conn, subjects, batch)
+    await move_checkpoint(conn, batch[-1].position)
+
+
+async def apply_messages(
+    conn: AsyncConnection,
+    subjects: Subjects,
+    batch: Sequence[StoredMessage],
+    tables: ReadModelTables = LIVE,
+) -> None:
+    """Fold log messages into one table set, inside the caller's transaction; no checkpoint.
+
+    The live projector, a rebuild (into its own table set) and an as-of scratch model all
+    apply events through here, so they cannot disagree on what an event means.
+    """
     events: list[RecordedEvent] = []
     for message in batch:
         if subjects.flow_id_of(message.subject) is None:
@@ -119,22 +125,23 @@ async def apply_batch(
             # Parked, not skipped: kept with the reason, for `flows verify` and health.
             log.error("parking %s (subject %s)", exc, message.subject)
             await conn.execute(
-                insert(parked_event).values(
+                insert(tables.parked_event).values(
                     position=message.position, subject=message.subject, reason=exc.reason
                 )
             )
     for event_type, run in groupby(events, key=lambda recorded: recorded.event.type):
         group = list(run)
         if event_type == "FlowCreated":
-            await _created(conn, group)
+            await _created(conn, tables, group)
         elif event_type == "FlowUpdated":
-            await _updated(conn, group)
+            await _updated(conn, tables, group)
         else:
-            await _deleted(conn, group)
-    await _move_checkpoint(conn, batch[-1].position)
+            await _deleted(conn, tables, group)
 
 
-async def _created(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+async def _created(
+    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
+) -> None:
     rows = []
     tags: list[dict[str, Any]] = []
     for recorded in group:
@@ -151,13 +158,16 @@ async def _created(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
             }
         )
         tags.extend(_tag_rows(event.flow_id, event.data["tags"]))
-    await conn.execute(insert(flow), rows)
+    await conn.execute(insert(tables.flow), rows)
     if tags:
-        await conn.execute(insert(flow_tag), tags)
+        await conn.execute(insert(tables.flow_tag), tags)
 
 
-async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+async def _updated(
+    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
+) -> None:
     """A run of updates, folded per flow first: three statements for the run, not per event."""
+    flow, flow_tag = tables.flow, tables.flow_tag
     latest: dict[str, dict[str, Any]] = {}
     for recorded in group:
         event = recorded.event
@@ -195,9 +205,13 @@ async def _updated(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
             await conn.execute(insert(flow_tag), rows)
 
 
-async def _deleted(conn: AsyncConnection, group: list[RecordedEvent]) -> None:
+async def _deleted(
+    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
+) -> None:
     # Prefect's foreign keys cascade a flow's deletion to its deployments, flow runs and their
     # task runs; doing it explicitly keeps SQLite and PostgreSQL alike.
+    flow, flow_tag, deployment = tables.flow, tables.flow_tag, tables.deployment
+    flow_run, task_run = tables.flow_run, tables.task_run
     flow_ids = [recorded.event.flow_id for recorded in group]
     runs = select(flow_run.c.id).where(flow_run.c.flow_id.in_(flow_ids))
     await conn.execute(delete(task_run).where(task_run.c.flow_run_id.in_(runs)))
@@ -211,7 +225,9 @@ def _tag_rows(flow_id: str, tags: Iterable[str]) -> Iterable[dict[str, Any]]:
     return ({"flow_id": flow_id, "tag": tag} for tag in dict.fromkeys(tags))
 
 
-async def _locked_checkpoint(conn: AsyncConnection) -> int:
+async def lock_checkpoint(conn: AsyncConnection) -> int:
+    """The live checkpoint, read under the lock that serialises every writer of the live
+    model (a row lock on PostgreSQL; SQLite's one write lock is taken by the first write)."""
     query = select(checkpoint.c.position).where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -219,7 +235,7 @@ async def _locked_checkpoint(conn: AsyncConnection) -> int:
     return int(value) if value is not None else 0
 
 
-async def _move_checkpoint(conn: AsyncConnection, position: int) -> None:
+async def move_checkpoint(conn: AsyncConnection, position: int) -> None:
     result = await conn.execute(
         update(checkpoint)
         .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)

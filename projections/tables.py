@@ -9,6 +9,7 @@ Prefect's cross-entity filters read; they are fed by a later issue and are empty
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "CHECKPOINT_PROJECTION",
+    "LIVE",
+    "ReadModelTables",
     "UTCDateTime",
     "checkpoint",
     "deployment",
@@ -39,6 +42,7 @@ __all__ = [
     "flow_tag",
     "metadata",
     "parked_event",
+    "read_model_tables",
     "task_run",
     "work_pool",
     "work_queue",
@@ -89,115 +93,209 @@ def _json_document() -> Any:
 _NAME = Text().with_variant(Text(collation="C"), "postgresql")
 _ID = String(36)  # canonical lower-case UUID text, the same on both backends
 
+
+@dataclass(frozen=True, slots=True)
+class ReadModelTables:
+    """One complete set of the read model's tables (everything the projector writes).
+
+    The live set has the canonical names; `flows rebuild` builds a second set under a prefix
+    (`rebuild_flow`, ...) with the same apply code, then renames it in. `index_prefix` keeps
+    the second set's index names apart from the live ones (index names are database-wide).
+    """
+
+    metadata: MetaData
+    prefix: str
+    index_prefix: str
+    flow: Table
+    flow_tag: Table
+    work_pool: Table
+    work_queue: Table
+    deployment: Table
+    flow_run: Table
+    task_run: Table
+    parked_event: Table
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        """Parents before children (creation order; drop in reverse)."""
+        return (
+            self.flow,
+            self.flow_tag,
+            self.work_pool,
+            self.work_queue,
+            self.deployment,
+            self.flow_run,
+            self.task_run,
+            self.parked_event,
+        )
+
+    def canonical(self, table: Table) -> str:
+        """The live name of one of this set's tables."""
+        return table.name.removeprefix(self.prefix)
+
+    def canonical_index(self, name: str) -> str:
+        return name.removeprefix(self.index_prefix)
+
+
+def read_model_tables(
+    metadata: MetaData, prefix: str = "", index_prefix: str = ""
+) -> ReadModelTables:
+    """The read model's tables in `metadata`, named `<prefix><table>`, indexes
+    `<index_prefix><index>`. Every index is named explicitly, so a rebuilt set's indexes can be
+    renamed to exactly the live names (PostgreSQL)."""
+    p, ix = prefix, index_prefix
+
+    flow = Table(
+        f"{p}flow",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column("name", _NAME, nullable=False),
+        # Filters on a flow's tags read `flow_tag`, so both columns are plain stored documents.
+        Column("tags", _json_document(), nullable=False),
+        Column("labels", _json_document(), nullable=True),
+        Column("created", UTCDateTime(), nullable=False),
+        Column("updated", UTCDateTime(), nullable=False),
+        # Log position of the flow's latest event.
+        Column("version", BigInteger, nullable=False),
+        Index(f"{ix}uq_flow__name", "name", unique=True),
+        Index(f"{ix}ix_flow__created", "created"),
+        Index(f"{ix}ix_flow__updated", "updated"),
+    )
+
+    # One row per distinct tag of a flow: `tags.all_` and `tags.is_null_` become index lookups
+    # instead of a JSON scan of every flow.
+    flow_tag = Table(
+        f"{p}flow_tag",
+        metadata,
+        Column("flow_id", _ID, ForeignKey(f"{p}flow.id", ondelete="CASCADE"), primary_key=True),
+        Column("tag", Text(), primary_key=True),
+        Index(f"{ix}ix_flow_tag__tag_flow_id", "tag", "flow_id"),
+    )
+
+    work_pool = Table(
+        f"{p}work_pool",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column("name", Text(), nullable=False),
+        Column("type", Text(), nullable=False),
+    )
+
+    work_queue = Table(
+        f"{p}work_queue",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column("name", Text(), nullable=False),
+        Column(
+            "work_pool_id",
+            _ID,
+            ForeignKey(f"{p}work_pool.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+    )
+
+    deployment = Table(
+        f"{p}deployment",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column("flow_id", _ID, ForeignKey(f"{p}flow.id", ondelete="CASCADE"), nullable=False),
+        Column("name", Text(), nullable=False),
+        Column("paused", Boolean(), nullable=False, default=False),
+        Column("tags", _json(), nullable=False),
+        Column(
+            "work_queue_id",
+            _ID,
+            ForeignKey(f"{p}work_queue.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
+        Column("work_queue_name", Text(), nullable=True),
+        # The name SQLAlchemy gives `index=True` on the live table, kept for existing databases.
+        Index(f"{ix}ix_deployment_flow_id", "flow_id"),
+    )
+
+    flow_run = Table(
+        f"{p}flow_run",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column("flow_id", _ID, ForeignKey(f"{p}flow.id", ondelete="CASCADE"), nullable=False),
+        Column("name", Text(), nullable=False),
+        Column("tags", _json(), nullable=False),
+        Column("deployment_id", _ID, nullable=True),
+        Column("work_queue_name", Text(), nullable=True),
+        Column("state_type", String(16), nullable=True),
+        Column("state_name", Text(), nullable=True),
+        Column("flow_version", Text(), nullable=True),
+        Column("start_time", UTCDateTime(), nullable=True),
+        Column("end_time", UTCDateTime(), nullable=True),
+        Column("expected_start_time", UTCDateTime(), nullable=True),
+        Column("next_scheduled_start_time", UTCDateTime(), nullable=True),
+        Column("parent_task_run_id", _ID, nullable=True),
+        Column("idempotency_key", Text(), nullable=True),
+        Column("created_by", _json(), nullable=True),
+        Index(f"{ix}ix_flow_run_flow_id", "flow_id"),
+    )
+
+    task_run = Table(
+        f"{p}task_run",
+        metadata,
+        Column("id", _ID, primary_key=True),
+        Column(
+            "flow_run_id",
+            _ID,
+            ForeignKey(f"{p}flow_run.id", ondelete="CASCADE"),
+            nullable=True,
+        ),
+        Column("name", Text(), nullable=False),
+        Column("tags", _json(), nullable=False),
+        Column("state_type", String(16), nullable=True),
+        Column("state_name", Text(), nullable=True),
+        Column("start_time", UTCDateTime(), nullable=True),
+        Column("end_time", UTCDateTime(), nullable=True),
+        Column("expected_start_time", UTCDateTime(), nullable=True),
+        Index(f"{ix}ix_task_run_flow_run_id", "flow_run_id"),
+    )
+
+    # Log messages on an event subject that are not valid events: parked with the reason,
+    # never silently skipped, so an operator (and `flows verify`) can see them.
+    parked_event = Table(
+        f"{p}parked_event",
+        metadata,
+        # The log position: never generated here (no sequence to carry across a rebuild).
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("subject", Text(), nullable=False),
+        Column("reason", Text(), nullable=False),
+    )
+    return ReadModelTables(
+        metadata,
+        prefix,
+        index_prefix,
+        flow,
+        flow_tag,
+        work_pool,
+        work_queue,
+        deployment,
+        flow_run,
+        task_run,
+        parked_event,
+    )
+
+
 metadata = MetaData()
+LIVE = read_model_tables(metadata)
 
-flow = Table(
-    "flow",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column("name", _NAME, nullable=False),
-    # Filters on a flow's tags read `flow_tag`, so both columns are plain stored documents.
-    Column("tags", _json_document(), nullable=False),
-    Column("labels", _json_document(), nullable=True),
-    Column("created", UTCDateTime(), nullable=False),
-    Column("updated", UTCDateTime(), nullable=False),
-    # Log position of the flow's latest event.
-    Column("version", BigInteger, nullable=False),
-    Index("uq_flow__name", "name", unique=True),
-    Index("ix_flow__created", "created"),
-    Index("ix_flow__updated", "updated"),
-)
-
-# One row per distinct tag of a flow: `tags.all_` and `tags.is_null_` become index lookups
-# instead of a JSON scan of every flow.
-flow_tag = Table(
-    "flow_tag",
-    metadata,
-    Column("flow_id", _ID, ForeignKey("flow.id", ondelete="CASCADE"), primary_key=True),
-    Column("tag", Text(), primary_key=True),
-    Index("ix_flow_tag__tag_flow_id", "tag", "flow_id"),
-)
+flow = LIVE.flow
+flow_tag = LIVE.flow_tag
+work_pool = LIVE.work_pool
+work_queue = LIVE.work_queue
+deployment = LIVE.deployment
+flow_run = LIVE.flow_run
+task_run = LIVE.task_run
+parked_event = LIVE.parked_event
 
 # The projector's checkpoint: the last log position applied, written in the same transaction
-# as the rows it produced.
+# as the rows it produced. Not part of a table set: a rebuild moves the live row as it swaps.
 checkpoint = Table(
     "projection_checkpoint",
     metadata,
     Column("projection", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
-)
-
-work_pool = Table(
-    "work_pool",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column("name", Text(), nullable=False),
-    Column("type", Text(), nullable=False),
-)
-
-work_queue = Table(
-    "work_queue",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column("name", Text(), nullable=False),
-    Column("work_pool_id", _ID, ForeignKey("work_pool.id", ondelete="CASCADE"), nullable=False),
-)
-
-deployment = Table(
-    "deployment",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column("flow_id", _ID, ForeignKey("flow.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("name", Text(), nullable=False),
-    Column("paused", Boolean(), nullable=False, default=False),
-    Column("tags", _json(), nullable=False),
-    Column("work_queue_id", _ID, ForeignKey("work_queue.id", ondelete="SET NULL"), nullable=True),
-    Column("work_queue_name", Text(), nullable=True),
-)
-
-flow_run = Table(
-    "flow_run",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column("flow_id", _ID, ForeignKey("flow.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("name", Text(), nullable=False),
-    Column("tags", _json(), nullable=False),
-    Column("deployment_id", _ID, nullable=True),
-    Column("work_queue_name", Text(), nullable=True),
-    Column("state_type", String(16), nullable=True),
-    Column("state_name", Text(), nullable=True),
-    Column("flow_version", Text(), nullable=True),
-    Column("start_time", UTCDateTime(), nullable=True),
-    Column("end_time", UTCDateTime(), nullable=True),
-    Column("expected_start_time", UTCDateTime(), nullable=True),
-    Column("next_scheduled_start_time", UTCDateTime(), nullable=True),
-    Column("parent_task_run_id", _ID, nullable=True),
-    Column("idempotency_key", Text(), nullable=True),
-    Column("created_by", _json(), nullable=True),
-)
-
-task_run = Table(
-    "task_run",
-    metadata,
-    Column("id", _ID, primary_key=True),
-    Column(
-        "flow_run_id", _ID, ForeignKey("flow_run.id", ondelete="CASCADE"), nullable=True, index=True
-    ),
-    Column("name", Text(), nullable=False),
-    Column("tags", _json(), nullable=False),
-    Column("state_type", String(16), nullable=True),
-    Column("state_name", Text(), nullable=True),
-    Column("start_time", UTCDateTime(), nullable=True),
-    Column("end_time", UTCDateTime(), nullable=True),
-    Column("expected_start_time", UTCDateTime(), nullable=True),
-)
-
-# Log messages on an event subject that are not valid events: parked with the reason, never
-# silently skipped, so an operator (and `flows verify`) can see them.
-parked_event = Table(
-    "parked_event",
-    metadata,
-    Column("position", BigInteger, primary_key=True),
-    Column("subject", Text(), nullable=False),
-    Column("reason", Text(), nullable=False),
 )

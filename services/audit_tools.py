@@ -1,31 +1,73 @@
-"""`flows replay` and `flows rebuild`: tools that read the log directly, without the service."""
+"""`flows replay` and `flows rebuild`: tools that read the log directly, without the service.
+
+Both draw a progress bar on stderr when it is a terminal (services/progress.py); stdout carries
+only replay's JSON lines.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 import orjson
 from nats.errors import Error as NatsError
-from sqlalchemy import delete
 
 from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
+from events.model import EVENT_TYPES
 from events.subjects import Subjects
-from projections.projector import apply_batch
-from projections.store import create_schema
-from projections.tables import metadata
+from projections.as_of_position import LogPoint, parse_log_point, position_at
+from projections.rebuild import rebuild_online
 from services.audit import recorded_json
+from services.progress import LogProgress
 from services.runtime import connect_nats, create_engine
 from services.settings import Settings
 
-__all__ = ["rebuild", "replay"]
+__all__ = ["ReplayFilter", "parse_replay_filter", "rebuild", "replay"]
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """Which events `flows replay` prints: a range of positions or times (both ends
+    inclusive), one flow, some event types. The default is the whole log."""
+
+    start: LogPoint | None = None
+    end: LogPoint | None = None
+    flow_id: str | None = None
+    types: frozenset[str] | None = None
+
+
+def parse_replay_filter(
+    start: str | None, end: str | None, flow_id: str | None, types: Sequence[str] | None
+) -> ReplayFilter:
+    """The filter from the command line's text; ValueError says what is wrong, for people."""
+    if flow_id is not None:
+        try:
+            flow_id = str(uuid.UUID(flow_id))
+        except ValueError:
+            raise ValueError(f"--flow: expected a flow id (a UUID), got {flow_id!r}") from None
+    unknown = sorted(set(types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise ValueError(
+            f"--type: unknown event type {unknown[0]!r}; one of {', '.join(EVENT_TYPES)}"
+        )
+    try:
+        first = None if start is None else parse_log_point(start)
+    except ValueError as exc:
+        raise ValueError(f"--from: {exc}") from None
+    try:
+        last = None if end is None else parse_log_point(end)
+    except ValueError as exc:
+        raise ValueError(f"--to: {exc}") from None
+    return ReplayFilter(first, last, flow_id, frozenset(types) if types else None)
 
 
 def _unreachable(tool: str, settings: Settings, exc: BaseException, err: TextIO) -> int:
@@ -37,36 +79,77 @@ def _unreachable(tool: str, settings: Settings, exc: BaseException, err: TextIO)
     return 3
 
 
-async def replay(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> int:
-    """The log on `out`, one RecordedEvent as JSON per line, in log order."""
+async def replay(
+    settings: Settings,
+    out: TextIO,
+    err: TextIO = sys.stderr,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    flow: str | None = None,
+    types: Sequence[str] | None = None,
+) -> int:
+    """The selected events on `out`, one RecordedEvent as JSON per line, in log order: from
+    `start` to `end` (positions or ISO 8601 times, both inclusive), of one `flow`, of `types`."""
     try:
-        return await _replay(settings, out)
+        selection = parse_replay_filter(start, end, flow, types)
+    except ValueError as exc:
+        err.write(f"flows replay: {exc}\n")
+        return 1
+    try:
+        return await _replay(settings, out, err, selection)
     except (LogUnavailable, NatsError, OSError) as exc:
         return _unreachable("replay", settings, exc, err)
 
 
-async def _replay(settings: Settings, out: TextIO) -> int:
+async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: ReplayFilter) -> int:
     subjects = Subjects(settings.subject_prefix)
     nc = await connect_nats(settings, "flows-replay", retry=False)
     try:
         event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
-        after = 0
-        while True:
-            page = await event_log.read(after, _PAGE, subjects.all_events)
-            for message in page:
-                out.write(orjson.dumps(recorded_json(message)).decode() + "\n")
-            if len(page) < _PAGE:
-                break
-            after = page[-1].position
+        after, last = await _range(event_log, selection)
+        subject = subjects.event(selection.flow_id) if selection.flow_id else subjects.all_events
+        with LogProgress("replay", first=after + 1, last=last, stream=err) as bar:
+            while after < last:
+                page = await event_log.read(after, _PAGE, subject)
+                for message in page:
+                    if message.position > last:
+                        break
+                    recorded = recorded_json(message)
+                    if selection.types is None or recorded.get("type") in selection.types:
+                        out.write(orjson.dumps(recorded).decode() + "\n")
+                if not page:
+                    break
+                after = page[-1].position
+                bar.reached(min(after, last))
+                if len(page) < _PAGE:
+                    break
+            bar.reached(last)
         out.flush()
     finally:
         await nc.close()
     return 0
 
 
+async def _range(event_log: JetStreamLog, selection: ReplayFilter) -> tuple[int, int]:
+    """(read after this position, up to and including this one)."""
+    end = await event_log.last_position()
+    after = 0
+    if isinstance(selection.start, int):
+        after = max(selection.start - 1, 0)
+    elif selection.start is not None:  # the first message stored at or after that time
+        after = await position_at(event_log, selection.start, inclusive=False)
+    last = end
+    if isinstance(selection.end, int):
+        last = min(selection.end, end)
+    elif selection.end is not None:
+        last = await position_at(event_log, selection.end)
+    return after, last
+
+
 async def rebuild(settings: Settings, err: TextIO = sys.stderr) -> int:
-    """Rebuild the read model from the log in one transaction: readers see the old model until
-    the new one is complete, and a failed rebuild leaves the old one untouched."""
+    """Rebuild the read model from the log while the service keeps answering from it
+    (projections/rebuild.py): the new model is swapped in whole, or not at all."""
     try:
         return await _rebuild(settings, err)
     except (LogUnavailable, NatsError, OSError) as exc:
@@ -77,29 +160,16 @@ async def _rebuild(settings: Settings, err: TextIO) -> int:
     subjects = Subjects(settings.subject_prefix)
     nc = await connect_nats(settings, "flows-rebuild", retry=False)
     engine = create_engine(settings)
-    started = time.perf_counter()
-    messages = 0
     try:
         event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
-        await create_schema(engine)
-        async with engine.begin() as conn:
-            for table in reversed(metadata.sorted_tables):
-                await conn.execute(delete(table))
-            after = 0
-            while True:
-                page = await event_log.read(after, _PAGE)
-                if page:
-                    await apply_batch(conn, subjects, page)
-                    messages += len(page)
-                    after = page[-1].position
-                if len(page) < _PAGE:
-                    break
+        with LogProgress("rebuild", first=1, last=0, stream=err) as bar:
+            report = await rebuild_online(engine, event_log, subjects, progress=bar.reached)
     finally:
         await nc.close()
         await engine.dispose()
-    elapsed = time.perf_counter() - started
     err.write(
-        f"rebuilt the read model from {messages} log messages (up to position {after}) "
-        f"in {elapsed:.2f}s ({messages / elapsed if elapsed else 0:.0f} messages/s)\n"
+        f"rebuilt the read model from {report.messages} log messages (up to position "
+        f"{report.position}) in {report.elapsed_s:.2f}s ({report.rate:.0f} messages/s); "
+        f"the swap held the live projector for {report.swap_s * 1000:.0f} ms\n"
     )
     return 0

@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TypedDict, cast
 
 import orjson
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_DOMAIN)
     try:
         if args.local is not None:
-            return cast(int, args.local(settings))
+            return cast(int, args.local(settings, args))
         return asyncio.run(_remote(settings, args))
     except FlowsClientError as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
@@ -110,17 +110,21 @@ def _flow_filter(args: argparse.Namespace) -> Filters:
     return Filters(flows=flows) if flows else Filters()
 
 
-def _local(module: str, function: str, *, to_stdout: bool = False) -> Callable[[Settings], int]:
-    """A subcommand run in-process; its module is imported only when it runs."""
+def _local(
+    module: str, function: str, *, to_stdout: bool = False, options: tuple[str, ...] = ()
+) -> Callable[[Settings, argparse.Namespace], int]:
+    """A subcommand run in-process; its module is imported only when it runs. `options` name
+    the parsed flags passed on as keyword arguments."""
 
-    def run(settings: Settings) -> int:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
         loaded = importlib.import_module(module)
         entry = getattr(loaded, function)
         before_run = getattr(loaded, "before_run", None)
         if before_run is not None:  # e.g. the service installs uvloop before its loop starts
             before_run()
         extra = (sys.stdout,) if to_stdout else ()
-        return asyncio.run(cast(Coroutine[Any, Any, int], entry(settings, *extra)))
+        keywords = {name: getattr(args, name) for name in options}
+        return asyncio.run(cast(Coroutine[Any, Any, int], entry(settings, *extra, **keywords)))
 
     return run
 
@@ -170,14 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--offset", type=int)
     sub.add_argument("--sort", type=str.upper, choices=SORTS)
     _add_filter_flags(sub)
+    _add_as_of_flag(sub)
 
     sub = command("count", "count flows", _count, lambda r, a: str(r.body))
     _add_filter_flags(sub)
+    _add_as_of_flag(sub)
 
     sub = command("get", "show one flow, by id or --name", _get, _record)
     which = sub.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", metavar="ID")
     which.add_argument("--name")
+    _add_as_of_flag(sub)
 
     sub = command("update", "replace a flow's tags", _update, lambda r, a: f"updated {a.id}")
     sub.add_argument("id", metavar="ID")
@@ -203,8 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     command("serve", "run the service until SIGTERM/SIGINT").set_defaults(
         local=_local("services.runner", "serve")
     )
-    command("replay", "print the event log, one JSON event per line").set_defaults(
-        local=_local("services.audit_tools", "replay", to_stdout=True)
+    sub = command("replay", "print the event log, one JSON event per line")
+    sub.add_argument("--from", dest="start", metavar="POS|TIME", help="first position or time")
+    sub.add_argument("--to", dest="end", metavar="POS|TIME", help="last position or time")
+    sub.add_argument("--flow", metavar="ID", help="only this flow's events")
+    sub.add_argument(
+        "--type", dest="types", action="append", metavar="TYPE", help="repeatable, e.g. FlowCreated"
+    )
+    sub.set_defaults(
+        local=_local(
+            "services.audit_tools",
+            "replay",
+            to_stdout=True,
+            options=("start", "end", "flow", "types"),
+        )
     )
     command("rebuild", "rebuild the read model from the event log").set_defaults(
         local=_local("services.audit_tools", "rebuild")
@@ -234,6 +253,23 @@ def _globals(*, in_subcommand: bool = False) -> _Parser:
     return flags
 
 
+def _add_as_of_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--as-of",
+        metavar="POS|TIME",
+        help="answer as of this log position or ISO 8601 time (replays the log; slower)",
+    )
+
+
+class _AsOf(TypedDict, total=False):
+    as_of: str
+
+
+def _as_of(args: argparse.Namespace) -> _AsOf:
+    """`as_of` for the client when --as-of was given (else the live model answers)."""
+    return {} if args.as_of is None else {"as_of": args.as_of}
+
+
 def _add_filter_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--name-like", help="name contains this (case-insensitive)")
     sub.add_argument(
@@ -256,18 +292,22 @@ async def _create(client: FlowsClient, args: argparse.Namespace) -> Reply:
 
 async def _filter(client: FlowsClient, args: argparse.Namespace) -> Reply:
     return await client.filter(
-        limit=args.limit, offset=args.offset, sort=args.sort, **_flow_filter(args)
+        limit=args.limit,
+        offset=args.offset,
+        sort=args.sort,
+        **_as_of(args),
+        **_flow_filter(args),
     )
 
 
 async def _count(client: FlowsClient, args: argparse.Namespace) -> Reply:
-    return await client.count(**_flow_filter(args))
+    return await client.count(**_as_of(args), **_flow_filter(args))
 
 
 async def _get(client: FlowsClient, args: argparse.Namespace) -> Reply:
     if args.name is not None:
-        return await client.read_by_name(args.name)
-    return await client.read(args.id)
+        return await client.read_by_name(args.name, **_as_of(args))
+    return await client.read(args.id, **_as_of(args))
 
 
 async def _update(client: FlowsClient, args: argparse.Namespace) -> Reply:

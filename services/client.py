@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,7 @@ from nats.aio.client import Client
 from services.settings import Settings
 
 __all__ = [
+    "AsOf",
     "BadReply",
     "Filters",
     "FlowsClient",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 Label = bool | int | float | str
+# A point in the log's history for `as_of`: a log position, or a time (aware, or ISO 8601 text).
+AsOf = int | datetime | str
 
 
 class Filters(TypedDict, total=False):
@@ -199,20 +203,35 @@ class FlowsClient:
         _put(body, flows=flows, limit=limit)
         return await self.request("cmd.bulk_delete", body, msg_id=msg_id)
 
-    # -- queries (min_position / wait_ms: read-your-writes, see the contract) -------------
+    # -- queries (min_position / wait_ms: read-your-writes, see the contract; as_of: the
+    #    answer as of an earlier log position or time, replayed from the log) -------------
 
     async def read(
-        self, flow_id: str, *, min_position: int | None = None, wait_ms: int | None = None
+        self,
+        flow_id: str,
+        *,
+        min_position: int | None = None,
+        wait_ms: int | None = None,
+        as_of: AsOf | None = None,
     ) -> Reply:
         return await self.request(
-            "query.read", {"id": flow_id}, min_position=min_position, wait_ms=wait_ms
+            "query.read", {"id": flow_id}, min_position=min_position, wait_ms=wait_ms, as_of=as_of
         )
 
     async def read_by_name(
-        self, name: str, *, min_position: int | None = None, wait_ms: int | None = None
+        self,
+        name: str,
+        *,
+        min_position: int | None = None,
+        wait_ms: int | None = None,
+        as_of: AsOf | None = None,
     ) -> Reply:
         return await self.request(
-            "query.read_by_name", {"name": name}, min_position=min_position, wait_ms=wait_ms
+            "query.read_by_name",
+            {"name": name},
+            min_position=min_position,
+            wait_ms=wait_ms,
+            as_of=as_of,
         )
 
     async def filter(
@@ -223,22 +242,28 @@ class FlowsClient:
         sort: str | None = None,
         min_position: int | None = None,
         wait_ms: int | None = None,
+        as_of: AsOf | None = None,
         **filters: Unpack[Filters],
     ) -> Reply:
         body: dict[str, Any] = {}
         _put(body, limit=limit, offset=offset, sort=sort, **filters)
-        return await self.request("query.filter", body, min_position=min_position, wait_ms=wait_ms)
+        return await self.request(
+            "query.filter", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
+        )
 
     async def count(
         self,
         *,
         min_position: int | None = None,
         wait_ms: int | None = None,
+        as_of: AsOf | None = None,
         **filters: Unpack[Filters],
     ) -> Reply:
         body: dict[str, Any] = {}
         _put(body, **filters)
-        return await self.request("query.count", body, min_position=min_position, wait_ms=wait_ms)
+        return await self.request(
+            "query.count", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
+        )
 
     async def paginate(
         self,
@@ -248,12 +273,13 @@ class FlowsClient:
         sort: str | None = None,
         min_position: int | None = None,
         wait_ms: int | None = None,
+        as_of: AsOf | None = None,
         **filters: Unpack[Filters],
     ) -> Reply:
         body: dict[str, Any] = {}
         _put(body, limit=limit, page=page, sort=sort, **filters)
         return await self.request(
-            "query.paginate", body, min_position=min_position, wait_ms=wait_ms
+            "query.paginate", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
         )
 
     # -- audit (reads the log itself) ------------------------------------------------------
@@ -306,6 +332,7 @@ class FlowsClient:
         msg_id: str | None = None,
         min_position: int | None = None,
         wait_ms: int | None = None,
+        as_of: AsOf | None = None,
     ) -> Reply:
         """Send `body` (None: empty payload, which means `{}`) to `P.<operation>`."""
         subject = self.subject(operation)
@@ -314,6 +341,8 @@ class FlowsClient:
             headers["Nats-Msg-Id"] = msg_id
         if min_position is not None:
             headers["Flows-Min-Position"] = str(min_position)
+        if as_of is not None:
+            headers["Flows-As-Of"] = _as_of_text(as_of)
         timeout = self._timeout
         if wait_ms is not None:
             headers["Flows-Wait-Ms"] = str(wait_ms)
@@ -362,6 +391,14 @@ def _parse_reply(subject: str, data: bytes, headers: Mapping[str, str]) -> Reply
     raw_position = headers.get("Flows-Position")
     position = int(raw_position) if raw_position and raw_position.strip().isdigit() else None
     return Reply(int(raw_status), body, dict(headers), position)
+
+
+def _as_of_text(as_of: AsOf) -> str:
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            raise ValueError("as_of: give an aware datetime (a naive one has no fixed instant)")
+        return as_of.isoformat()
+    return str(as_of)
 
 
 def _checked_prefix(prefix: str) -> str:

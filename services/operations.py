@@ -7,6 +7,8 @@ would only see a timeout.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -27,6 +29,8 @@ from events.records import StoredReply
 from events.validation import load_json_body
 from events.writer import CommandResult, FlowWriter
 from projections import queries, requests
+from projections.as_of import AsOfModels
+from projections.as_of_position import parse_log_point
 from projections.positions import PositionWatcher
 from services.audit import AuditReader
 from services.replies import Reply, error_reply, json_reply
@@ -36,6 +40,9 @@ __all__ = ["FlowsOperations"]
 log = logging.getLogger(__name__)
 
 Headers = Mapping[str, str]
+# Opens a connection to the model a query reads: the live one, or a scratch one as of a point.
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
+AS_OF_HEADER = "Flows-As-Of"
 _DEFAULT_WAIT_MS = 5000
 _MAX_WAIT_MS = 60_000
 
@@ -48,15 +55,21 @@ class FlowsOperations:
         watcher: PositionWatcher,
         audit: AuditReader,
         default_limit: int = 200,
+        as_of: AsOfModels | None = None,
     ) -> None:
         self._writer = writer
         self._engine = engine
         self._watcher = watcher
         self._audit = audit
         self._default_limit = default_limit
+        self._as_of = as_of
         # Highest position this process has answered a command with: a query waits for it,
         # so a query sent after a command's reply always sees the command (read-your-writes).
         self._answered_position = 0
+
+    async def close(self) -> None:
+        if self._as_of is not None:
+            await self._as_of.close()
 
     def require_position(self, position: int) -> None:
         """Make queries wait for `position` (the log's end at start-up, so nothing stale is
@@ -136,67 +149,62 @@ class FlowsOperations:
 
     # -- queries -----------------------------------------------------------------------------
     async def read(self, payload: bytes, headers: Headers) -> Reply:
-        async def run() -> Reply:
+        async def run(connect: Connect) -> Reply:
             flow_id = requests.parse_read_request(load_json_body(payload))
-            return await self._one_flow(queries.read_flow, flow_id)
+            return await _one_flow(connect, queries.read_flow, flow_id)
 
         return await self._query(headers, run)
 
     async def read_by_name(self, payload: bytes, headers: Headers) -> Reply:
-        async def run() -> Reply:
+        async def run(connect: Connect) -> Reply:
             name = requests.parse_read_by_name_request(load_json_body(payload))
-            return await self._one_flow(queries.read_flow_by_name, name)
+            return await _one_flow(connect, queries.read_flow_by_name, name)
 
         return await self._query(headers, run)
 
-    async def _one_flow(
-        self,
-        lookup: Callable[[AsyncConnection, str], Awaitable[Mapping[str, Any] | None]],
-        key: str,
-    ) -> Reply:
-        async with self._engine.connect() as conn:
-            row = await lookup(conn, key)
-        if row is None:
-            raise FlowNotFound()
-        return json_reply(200, _document(row))
-
     async def filter(self, payload: bytes, headers: Headers) -> Reply:
-        async def run() -> Reply:
+        async def run(connect: Connect) -> Reply:
             request = requests.parse_filter_request(
                 load_json_body(payload), max_limit=self._default_limit
             )
-            async with self._engine.connect() as conn:
+            async with connect() as conn:
                 rows = await queries.filter_flows(conn, request)
             return json_reply(200, [_document(row) for row in rows])
 
         return await self._query(headers, run)
 
     async def count(self, payload: bytes, headers: Headers) -> Reply:
-        async def run() -> Reply:
+        async def run(connect: Connect) -> Reply:
             request = requests.parse_count_request(load_json_body(payload))
-            async with self._engine.connect() as conn:
+            async with connect() as conn:
                 return json_reply(200, await queries.count_flows(conn, request))
 
         return await self._query(headers, run)
 
     async def paginate(self, payload: bytes, headers: Headers) -> Reply:
-        async def run() -> Reply:
+        async def run(connect: Connect) -> Reply:
             request = requests.parse_paginate_request(
                 load_json_body(payload), max_limit=self._default_limit
             )
-            async with self._engine.connect() as conn:
+            async with connect() as conn:
                 page = await queries.paginate_flows(conn, request)
             page = {**page, "results": [_document(row) for row in page["results"]]}
             return json_reply(200, page)
 
         return await self._query(headers, run)
 
-    async def _query(self, headers: Headers, run: Callable[[], Awaitable[Reply]]) -> Reply:
+    async def _query(self, headers: Headers, run: Callable[[Connect], Awaitable[Reply]]) -> Reply:
         try:
+            as_of = await self._as_of_position(headers)
+            if as_of is not None:
+                # Read from the log, not the live model: no wait for the projector.
+                reply = await run(lambda: self._as_of_models().connect(as_of))
+                # The position answered as of (a time resolves to one): say which.
+                return dataclasses.replace(reply, position=as_of)
             wanted = max(_header_int(headers, "Flows-Min-Position", 0), self._answered_position)
             wait_ms = min(_header_int(headers, "Flows-Wait-Ms", _DEFAULT_WAIT_MS), _MAX_WAIT_MS)
             await self._wait(wanted, wait_ms)
-            return await run()
+            return await run(self._engine.connect)
         except FlowsError as error:
             return error_reply(error)
         except SQLAlchemyError:
@@ -206,6 +214,31 @@ class FlowsOperations:
             )
         except Exception:
             return _internal_error("query")
+
+    def _as_of_models(self) -> AsOfModels:
+        if self._as_of is None:
+            raise ServiceUnavailable("this service instance does not answer Flows-As-Of queries")
+        return self._as_of
+
+    async def _as_of_position(self, headers: Headers) -> int | None:
+        raw = headers.get(AS_OF_HEADER)
+        if raw is None or raw.strip() == "":
+            return None
+        try:
+            point = parse_log_point(raw)
+        except ValueError as exc:
+            raise InvalidRequest(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ["header", AS_OF_HEADER],
+                        "msg": f"Value error, {exc}",
+                        "input": raw,
+                    }
+                ],
+                None,
+            ) from None
+        return await self._as_of_models().resolve(point)
 
     async def _wait(self, position: int, wait_ms: int) -> None:
         if not await self._watcher.wait_for(position, wait_ms / 1000):
@@ -234,6 +267,18 @@ class FlowsOperations:
             return error_reply(error)
         except Exception:
             return _internal_error("audit")
+
+
+async def _one_flow(
+    connect: Connect,
+    lookup: Callable[[AsyncConnection, str], Awaitable[Mapping[str, Any] | None]],
+    key: str,
+) -> Reply:
+    async with connect() as conn:
+        row = await lookup(conn, key)
+    if row is None:
+        raise FlowNotFound()
+    return json_reply(200, _document(row))
 
 
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from events.jetstream import JetStreamLog, StreamSettings
 from events.subjects import Subjects
 from events.writer import FlowWriter
+from projections.as_of import AsOfModels
 from projections.positions import PositionWatcher
 from projections.projector import Projector
 from projections.store import configure_engine, create_schema
@@ -98,6 +99,7 @@ class Runtime:
             watcher,
             AuditReader(event_log, self.subjects),
             settings.default_limit,
+            as_of=AsOfModels(event_log, self.subjects),
         )
         # Queries wait until the projector has caught up with the log as it was at start-up.
         self.operations.require_position(log_end)
@@ -123,6 +125,8 @@ class Runtime:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
+        if self.operations is not None:
+            await self.operations.close()  # the scratch models of as-of queries
         if self._engine is not None:
             await self._engine.dispose()
 

@@ -117,6 +117,16 @@ class TestArguments:
             (["create", "etl"], ("create", ("etl",), {"tags": None, "labels": None})),
             (["get", "F"], ("read", ("F",), {})),
             (["get", "--name", "etl"], ("read_by_name", ("etl",), {})),
+            (["get", "F", "--as-of", "7"], ("read", ("F",), {"as_of": "7"})),
+            (
+                ["get", "--name", "etl", "--as-of", "2026-01-01T00:00:00Z"],
+                ("read_by_name", ("etl",), {"as_of": "2026-01-01T00:00:00Z"}),
+            ),
+            (["count", "--as-of", "3"], ("count", (), {"as_of": "3"})),
+            (
+                ["ls", "--as-of", "3"],
+                ("filter", (), {"limit": None, "offset": None, "sort": None, "as_of": "3"}),
+            ),
             (["update", "F"], ("update", ("F",), {"tags": None})),
             (["update", "F", "--tag", "a", "--tag", "b"], ("update", ("F",), {"tags": ["a", "b"]})),
             (["update", "F", "--clear-tags"], ("update", ("F",), {"tags": []})),
@@ -339,9 +349,11 @@ class TestLocalCommands:
         self, monkeypatch: pytest.MonkeyPatch, argv: list[str], module: str, function: str
     ) -> None:
         received: list[tuple[Any, ...]] = []
+        keywords: list[dict[str, Any]] = []
 
-        async def entry(*args: Any) -> int:
+        async def entry(*args: Any, **kwargs: Any) -> int:
             received.append(args)
+            keywords.append(kwargs)
             return 5
 
         fake = types.ModuleType(module)
@@ -352,6 +364,29 @@ class TestLocalCommands:
         assert isinstance(args[0], Settings)
         assert args[0].stream == "S"
         assert args[1:] == ((sys.stdout,) if function == "replay" else ())
+        no_filter = {"start": None, "end": None, "flow": None, "types": None}
+        assert keywords == [no_filter if function == "replay" else {}]
+
+    def test_replay_passes_its_filters(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        received: list[dict[str, Any]] = []
+
+        async def replay(*args: Any, **kwargs: Any) -> int:
+            received.append(kwargs)
+            return 0
+
+        fake = types.ModuleType("services.audit_tools")
+        fake.replay = replay  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "services.audit_tools", fake)
+        argv = ["replay", "--from", "3", "--to", "2026-01-01T00:00:00Z", "--flow", "F"]
+        assert main([*argv, "--type", "FlowCreated", "--type", "FlowDeleted"]) == 0
+        assert received == [
+            {
+                "start": "3",
+                "end": "2026-01-01T00:00:00Z",
+                "flow": "F",
+                "types": ["FlowCreated", "FlowDeleted"],
+            }
+        ]
 
 
 VALIDATION_ERROR = {

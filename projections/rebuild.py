@@ -1,0 +1,277 @@
+"""Rebuilding the read model from the log while the service keeps answering from it.
+
+1. Build: a second table set (`rebuild_flow`, ...) is filled from the log with the projector's
+   own apply code, in short transactions, while the live projector and queries carry on.
+2. Catch up: keep reading until the log's end is within one page.
+3. Swap, in ONE short transaction that first takes the live projector's checkpoint lock: apply
+   the final tail (so the new set reaches at least the live checkpoint), rename the live tables
+   away, rename the new ones in, move the checkpoint. Both SQLite and PostgreSQL have
+   transactional DDL, so readers see either the old model or the complete new one, never a
+   half-built or empty one; the live projector resumes after the swapped-in position (it skips
+   what is at or below the checkpoint).
+A failure before the commit leaves the live model untouched and drops the half-built set.
+
+Queries and the projector refer to tables by name, so after the swap they use the new tables.
+SQLite cannot rename an index, so a rebuilt set keeps its build-time index names there
+(`rb<token>_uq_flow__name`, which nothing refers to); PostgreSQL renames them to the live names
+(index names share the table namespace there, and the next rebuild needs `rebuild_*` free).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import MetaData, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.log import EventLog
+from events.subjects import Subjects
+from projections.projector import apply_messages, lock_checkpoint, move_checkpoint
+from projections.store import create_schema
+from projections.tables import (
+    CHECKPOINT_PROJECTION,
+    LIVE,
+    ReadModelTables,
+    checkpoint,
+    read_model_tables,
+)
+
+__all__ = ["RebuildReport", "Stage", "rebuild_online"]
+
+log = logging.getLogger(__name__)
+
+BUILD_PREFIX = "rebuild_"
+RETIRED_PREFIX = "retired_"
+# Messages per build transaction: big enough for executemany to pay, small enough that the
+# live projector (which needs SQLite's one write lock too) waits only milliseconds.
+PAGE = 2000
+
+# Called at named stages ("built", "swapping"): progress for people, fault injection for tests.
+Stage = Callable[[str], Awaitable[None]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    messages: int  # log messages read and applied into the new table set
+    position: int  # the log position the swapped-in model has applied
+    elapsed_s: float
+    swap_s: float  # how long the swap transaction held the live projector's lock
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.elapsed_s if self.elapsed_s else 0.0
+
+
+async def rebuild_online(
+    engine: AsyncEngine,
+    event_log: EventLog,
+    subjects: Subjects,
+    *,
+    progress: Progress | None = None,
+    stage: Stage | None = None,
+    page: int = PAGE,
+) -> RebuildReport:
+    """Rebuild the read model from the log and swap it in; see the module docstring."""
+    started = time.perf_counter()
+    await create_schema(engine)
+    await _ensure_checkpoint_row(engine)
+    building = read_model_tables(MetaData(), BUILD_PREFIX, f"rb{uuid.uuid4().hex[:8]}_")
+    await _drop_leftovers(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(building.metadata.create_all)
+    try:
+        end = await event_log.last_position()
+        position, messages = await _build(
+            engine, event_log, subjects, building, page, progress, end
+        )
+        if stage is not None:
+            await stage("built")
+        swap_started = time.perf_counter()
+        async with engine.begin() as conn:
+            position, tail = await _swap(conn, event_log, subjects, building, position, page, stage)
+        swap_s = time.perf_counter() - swap_started
+        messages += tail
+    except BaseException:
+        await _drop_quietly(engine, building)
+        raise
+    if progress is not None:
+        progress(position, max(end, position))
+    await _drop_retired(engine)
+    return RebuildReport(messages, position, time.perf_counter() - started, swap_s)
+
+
+async def _build(
+    engine: AsyncEngine,
+    event_log: EventLog,
+    subjects: Subjects,
+    building: ReadModelTables,
+    page: int,
+    progress: Progress | None,
+    end: int,
+) -> tuple[int, int]:
+    """Fill the new table set up to (nearly) the log's end; (position reached, messages)."""
+    position = messages = 0
+    while True:
+        batch = await event_log.read(position, page)
+        if batch:
+            async with engine.begin() as conn:
+                await apply_messages(conn, subjects, batch, building)
+            position = batch[-1].position
+            messages += len(batch)
+            if progress is not None:
+                progress(position, max(end, position))
+        if len(batch) < page:  # within one page of the end: the rest goes in the swap
+            return position, messages
+
+
+async def _swap(
+    conn: AsyncConnection,
+    event_log: EventLog,
+    subjects: Subjects,
+    building: ReadModelTables,
+    position: int,
+    page: int,
+    stage: Stage | None,
+) -> tuple[int, int]:
+    # Take the live projector's lock first: a write to the checkpoint row holds SQLite's write
+    # lock (and the row lock on PostgreSQL) until commit, so no live batch lands in between.
+    await conn.execute(
+        update(checkpoint)
+        .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
+        .values(position=checkpoint.c.position)
+    )
+    live = await lock_checkpoint(conn)
+    tail = 0
+    while True:  # the final tail: everything appended since the build's last page
+        batch = await event_log.read(position, page)
+        if batch:
+            await apply_messages(conn, subjects, batch, building)
+            position = batch[-1].position
+            tail += len(batch)
+        if len(batch) < page:
+            break
+    if position < live:
+        raise RuntimeError(
+            f"the rebuilt model reached log position {position}, behind the live model's "
+            f"{live}: the log's end went backwards (was stream {event_log!r} purged?); "
+            "nothing was swapped"
+        )
+    if conn.dialect.name == "postgresql":
+        await _swap_postgresql(conn, building)
+    else:
+        await _swap_sqlite(conn, building)
+    await move_checkpoint(conn, position)
+    if stage is not None:
+        await stage("swapping")  # still inside the transaction: a failure here rolls back all
+    log.info(
+        "swapped in the rebuilt read model at log position %d (live was at %d)", position, live
+    )
+    return position, tail
+
+
+async def _swap_sqlite(conn: AsyncConnection, building: ReadModelTables) -> None:
+    # Renaming a parent rewrites its children's foreign keys to the new name, so each set
+    # stays consistent through the renames. The retired tables are dropped after commit: with
+    # foreign keys on, SQLite deletes every row of a dropped table, which is not "short".
+    for table in LIVE.tables:
+        await conn.execute(
+            text(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED_PREFIX}{table.name}"')
+        )
+    for table in building.tables:
+        await conn.execute(
+            text(f'ALTER TABLE "{table.name}" RENAME TO "{building.canonical(table)}"')
+        )
+
+
+async def _swap_postgresql(conn: AsyncConnection, building: ReadModelTables) -> None:
+    # `flow` first: every query locks it before any other read-model table, so taking it first
+    # cannot deadlock with a query; the rest follow in the same order.
+    names = ", ".join(f'"{table.name}"' for table in LIVE.tables)
+    await conn.execute(text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
+    # Dropping is a catalog change on PostgreSQL (files go at commit): do it here, which frees
+    # the live index names for the new set's indexes.
+    for table in reversed(LIVE.tables):
+        await conn.execute(text(f'DROP TABLE "{table.name}"'))
+    for table in building.tables:
+        live_name = building.canonical(table)
+        await conn.execute(text(f'ALTER TABLE "{table.name}" RENAME TO "{live_name}"'))
+        for listing, rename in _POSTGRESQL_NAMED:
+            found = (await conn.execute(text(listing), {"table": live_name})).scalars().all()
+            for name in found:
+                renamed = _canonical_name(building, name)
+                if renamed != name:
+                    statement = rename.format(table=live_name, old=name, new=renamed)
+                    await conn.execute(text(statement))
+
+
+# What a rebuilt table brings with build-time names on PostgreSQL, and how to rename it:
+# its indexes (the primary key's too; they share the table namespace) and foreign keys.
+_POSTGRESQL_NAMED = (
+    (
+        "SELECT indexname FROM pg_indexes "
+        "WHERE schemaname = current_schema() AND tablename = :table",
+        'ALTER INDEX "{old}" RENAME TO "{new}"',
+    ),
+    (
+        "SELECT conname FROM pg_constraint "
+        "WHERE conrelid = CAST(:table AS regclass) AND contype = 'f'",
+        'ALTER TABLE "{table}" RENAME CONSTRAINT "{old}" TO "{new}"',
+    ),
+)
+
+
+def _canonical_name(building: ReadModelTables, name: str) -> str:
+    """`rb1234abcd_uq_flow__name` -> `uq_flow__name`; `rebuild_flow_pkey` -> `flow_pkey`."""
+    if name.startswith(building.index_prefix):
+        return building.canonical_index(name)
+    return name.removeprefix(building.prefix)
+
+
+async def _ensure_checkpoint_row(engine: AsyncEngine) -> None:
+    """The swap locks the live checkpoint row, so it must exist (a fresh model has none)."""
+    async with engine.begin() as conn:
+        found = await conn.execute(
+            select(checkpoint.c.position).where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
+        )
+        if found.first() is not None:
+            return
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(checkpoint).values(projection=CHECKPOINT_PROJECTION, position=0)
+            )
+    except IntegrityError:
+        pass  # the live projector wrote its first checkpoint meanwhile
+
+
+async def _drop_leftovers(engine: AsyncEngine) -> None:
+    """Tables a crashed earlier rebuild left behind (never read by anything)."""
+    for prefix in (BUILD_PREFIX, RETIRED_PREFIX):
+        await _drop_quietly(engine, read_model_tables(MetaData(), prefix, prefix), strict=True)
+
+
+async def _drop_retired(engine: AsyncEngine) -> None:
+    retired = read_model_tables(MetaData(), RETIRED_PREFIX, RETIRED_PREFIX)
+    await _drop_quietly(engine, retired)
+
+
+async def _drop_quietly(
+    engine: AsyncEngine, tables: ReadModelTables, *, strict: bool = False
+) -> None:
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(tables.metadata.drop_all, checkfirst=True)
+    except Exception:
+        if strict:
+            raise
+        log.exception(
+            "could not drop the tables %s*; they hold no live data: drop them by hand, or the "
+            "next `flows rebuild` will",
+            tables.prefix,
+        )
