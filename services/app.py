@@ -13,6 +13,7 @@ from faststream.nats import NatsBroker, NatsMessage, NatsResponse
 
 from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
 from services.health import HealthReporter
+from services.nats_options import broker_security
 from services.replies import Reply
 from services.runtime import Runtime
 from services.settings import Settings
@@ -44,6 +45,8 @@ def create_app(settings: Settings) -> FastStream:
         reconnect_time_wait=1,
         name="flows-service",
         graceful_timeout=15.0,
+        # The same authentication and TLS as the service's other connections.
+        security=broker_security(settings),
     )
     # The health reporter reads the read model and the log by itself (services/health.py).
     runtime, health = Runtime(settings), HealthReporter(settings, lambda: broker.connection)

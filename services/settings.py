@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["DEFAULT_NATS_URL", "Settings"]
+__all__ = ["DEFAULT_NATS_URL", "Settings", "redact_url"]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 # (attribute, environment variable) for every setting the contract names, plus operational knobs.
+# Each setting's command-line flag is its attribute with dashes: nats_tls_ca is --nats-tls-ca.
 _ENVIRONMENT = {
     "nats_url": "FLOWS_NATS_URL",
     "database_url": "FLOWS_DATABASE_URL",
@@ -28,7 +30,35 @@ _ENVIRONMENT = {
     "queue_group": "FLOWS_QUEUE_GROUP",
     "max_in_flight": "FLOWS_MAX_IN_FLIGHT",
     "log_level": "FLOWS_LOG_LEVEL",
+    # How the service proves who it is to NATS, and how it checks NATS (services/nats_options.py).
+    "nats_user": "FLOWS_NATS_USER",
+    "nats_password": "FLOWS_NATS_PASSWORD",
+    "nats_token": "FLOWS_NATS_TOKEN",
+    "nats_nkey_seed": "FLOWS_NATS_NKEY_SEED",
+    "nats_creds": "FLOWS_NATS_CREDS",
+    "nats_tls_ca": "FLOWS_NATS_TLS_CA",
+    "nats_tls_cert": "FLOWS_NATS_TLS_CERT",
+    "nats_tls_key": "FLOWS_NATS_TLS_KEY",
+    "nats_tls_hostname": "FLOWS_NATS_TLS_HOSTNAME",
 }
+
+# Settings that name a file the service reads (checked when the setting is given).
+_FILES = {
+    "nats_nkey_seed",
+    "nats_creds",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+}
+# Settings never printed: a repr or a log line shows only whether they are set.
+_SECRETS = {"nats_password", "nats_token"}
+# Settings that may carry a password inside a URL.
+_URLS = {"nats_url", "database_url"}
+
+
+def _source(attribute: str) -> str:
+    """Where a person sets `attribute`: its variable and its flag."""
+    return f"{_ENVIRONMENT[attribute]} / --{attribute.replace('_', '-')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +84,34 @@ class Settings:
     # Whether `nats_url` was given explicitly: only the default URL may fall back to an
     # embedded nats-server.
     nats_url_explicit: bool = False
+    # NATS authentication: at most one of user/password, token, NKey seed file, credentials
+    # file (user JWT + seed). Credentials inside nats_url (nats://user:pass@host) work too.
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_nkey_seed: Path | None = None
+    nats_creds: Path | None = None
+    # TLS: the CA that signed the server's certificate, and this client's certificate and key
+    # when the server asks for one. A `tls://` URL asks for TLS with the system's CAs.
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    # The name the server's certificate must carry, when it differs from the URL's host.
+    nats_tls_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_nats_auth(self)
+
+    def __repr__(self) -> str:
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in _SECRETS and value is not None:
+                value = "***"
+            elif item.name in _URLS and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def resolved_database_url(self) -> str:
@@ -83,9 +141,50 @@ class Settings:
         return replace(self, **given)  # type: ignore[arg-type]
 
 
+def redact_url(url: str) -> str:
+    """A URL fit for a log line or an error message: any user, password or token replaced."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _check_nats_auth(settings: Settings) -> None:
+    """Refuse combinations nats-py would silently resolve one way or another."""
+    if (settings.nats_user is None) != (settings.nats_password is None):
+        raise ValueError(
+            f"NATS user and password go together: set both {_source('nats_user')} and "
+            f"{_source('nats_password')}, or neither"
+        )
+    chosen = [
+        attribute
+        for attribute in ("nats_user", "nats_token", "nats_nkey_seed", "nats_creds")
+        if getattr(settings, attribute) is not None
+    ]
+    if "@" in urlsplit(settings.nats_url).netloc:
+        chosen.append("nats_url")
+    if len(chosen) > 1:
+        raise ValueError(
+            "NATS authentication is set more than one way ("
+            + ", ".join(_source(attribute) for attribute in chosen)
+            + "): keep exactly one"
+        )
+    if (settings.nats_tls_cert is None) != (settings.nats_tls_key is None):
+        raise ValueError(
+            f"a TLS client certificate needs its key: set both {_source('nats_tls_cert')} and "
+            f"{_source('nats_tls_key')}, or neither"
+        )
+
+
 def _coerce(attribute: str, raw: str) -> object:
     if attribute == "data_dir":
         return Path(raw)
+    if attribute in _FILES:
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{_source(attribute)}: no file at {str(path)!r}")
+        return path
     if attribute in {"stream_replicas", "default_limit", "max_in_flight"}:
         try:
             return int(raw)
