@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -80,8 +81,12 @@ class EmbeddedNats:
         extra_args: list[str] | None = None,
         *,
         sync_interval: str | None = DEFAULT_SYNC_INTERVAL,
+        config: Path | None = None,
     ) -> None:
         self.store_dir = store_dir
+        # A config file of the caller's (accounts, users, TLS ...), included before ours: the
+        # port, address and JetStream store given here still apply.
+        self.config = config
         self.port = port or free_port()
         self.extra_args = extra_args or []
         self.sync_interval = sync_interval
@@ -93,7 +98,12 @@ class EmbeddedNats:
 
     def _config_file(self) -> Path:
         """The JetStream part of the configuration (sync_interval has no command-line flag)."""
-        lines = ["jetstream {", f"  store_dir: {_quoted(str(self.store_dir))}"]
+        lines = []
+        if self.config is not None:
+            # nats-server resolves an include against the including file's directory.
+            included = os.path.relpath(self.config.resolve(), self.store_dir.resolve())
+            lines.append(f"include {_quoted(included)}")
+        lines += ["jetstream {", f"  store_dir: {_quoted(str(self.store_dir))}"]
         if self.sync_interval is not None:
             lines.append(f"  sync_interval: {_quoted(self.sync_interval)}")
         lines.append("}")

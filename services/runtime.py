@@ -56,8 +56,8 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
             ) from None
 
     async def on_disconnect() -> None:
-        if connection and connection[0].is_closed:
-            return  # our own close or drain, not a fault
+        if not connection or connection[0].is_closed:
+            return  # a first attempt that failed (reported above), or our own close or drain
         log.warning("NATS connection %s lost; reconnecting to %s", name, where)
 
     async def on_reconnect() -> None:

@@ -48,12 +48,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], EmbeddedNats]]:
     servers: list[EmbeddedNats] = []
 
     def start(config: str) -> EmbeddedNats:
-        store = tmp_path / f"nats-{len(servers)}"
         path = tmp_path / f"nats-{len(servers)}.conf"
-        # With a config file, nats-server enables JetStream only when the file says so (its
-        # -js flag is not enough).
-        path.write_text(f"jetstream: {{store_dir: {str(store)!r}}}\n{config}")
-        server = EmbeddedNats(store, extra_args=["-c", str(path)])
+        path.write_text(config)
+        server = EmbeddedNats(tmp_path / f"nats-{len(servers)}", config=path)
         servers.append(server)
         server.start()
         return server

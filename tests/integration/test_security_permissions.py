@@ -1,0 +1,174 @@
+"""The shipped permission layout (deploy/nats/nats-server.conf): only the service writes the log.
+
+A real nats-server runs with the shipped config file as it is (passwords from the environment,
+as in docker-compose.yml; only the port and store dir come from the command line). The service
+runs as `flows-service`; a client connected as `flows-client` creates and reads flows through
+the service, then tries to write the log itself: a forged event on `flows.events.<id>`, a
+JetStream stream delete and purge through `$JS.API`, and a subscription to the service's
+request subjects. The server refuses each one with a permissions violation, and the log holds
+exactly what it held before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from services.app import create_app
+from services.client import FlowsClient
+from services.embedded import EmbeddedNats
+from services.runtime import NatsRefused, connect_nats
+from services.settings import Settings
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"
+# The subject prefix and stream the shipped config is written for.
+PREFIX, STREAM = "flows", "FLOWS"
+SERVICE_PASSWORD = "svc-" + uuid.uuid4().hex
+CLIENT_PASSWORD = "cli-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def shipped_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedNats]:
+    # nats-server reads `$FLOWS_SERVICE_PASSWORD` and `$FLOWS_CLIENT_PASSWORD` from its
+    # environment, which it inherits from this process.
+    monkeypatch.setenv("FLOWS_SERVICE_PASSWORD", SERVICE_PASSWORD)
+    monkeypatch.setenv("FLOWS_CLIENT_PASSWORD", CLIENT_PASSWORD)
+    server = EmbeddedNats(tmp_path / "nats", config=SHIPPED_CONFIG)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def service_as_service_user(
+    shipped_server: EmbeddedNats, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    settings = Settings(
+        nats_url=shipped_server.url,
+        nats_url_explicit=True,
+        subject_prefix=PREFIX,
+        stream=STREAM,
+        data_dir=tmp_path / "data",
+        nats_user="flows-service",
+        nats_password=SERVICE_PASSWORD,
+    )
+    app = create_app(settings)
+    try:
+        await app.start()
+        yield settings
+    finally:
+        await app.stop()
+
+
+class Refusals:
+    """The errors the server sends one connection (permission violations leave it open)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def record(self, error: Exception) -> None:
+        self.seen.append(str(error))
+
+    async def wait_for(self, fragment: str, times: int = 1, timeout_s: float = 5.0) -> None:
+        """Until the server has sent `times` errors containing `fragment` (nats-py lowercases
+        them)."""
+        fragment = fragment.lower()
+        deadline = time.monotonic() + timeout_s
+        while sum(fragment in text.lower() for text in self.seen) < times:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not {times}x {fragment!r} from the server: {self.seen}")
+            await asyncio.sleep(0.01)
+
+
+async def connect(server: EmbeddedNats, user: str, password: str, errors: Refusals) -> NatsClient:
+    return await nats.connect(
+        server.url, user=user, password=password, error_cb=errors.record, allow_reconnect=False
+    )
+
+
+async def log_state(server: EmbeddedNats) -> tuple[int, int]:
+    """(messages, last position) of the event log, read as the service's user."""
+    nc = await connect(server, "flows-service", SERVICE_PASSWORD, Refusals())
+    try:
+        info = await nc.jetstream().stream_info(STREAM)
+        return info.state.messages, info.state.last_seq
+    finally:
+        await nc.close()
+
+
+async def test_only_the_service_writes_the_log(
+    shipped_server: EmbeddedNats, service_as_service_user: Settings
+) -> None:
+    errors = Refusals()
+    nc = await connect(shipped_server, "flows-client", CLIENT_PASSWORD, errors)
+    try:
+        # The client uses the service: create, read, history.
+        client = FlowsClient(nc, PREFIX)
+        created = await client.create("guarded", tags=["a"])
+        assert created.status == 201, created
+        flow_id = created.body["id"]
+        assert (await client.read(flow_id)).body["name"] == "guarded"
+        before = await log_state(shipped_server)
+        assert before[0] >= 1
+
+        # A forged event for that flow, as a plain publish and as a JetStream publish (which
+        # asks for the stream's acknowledgement on an inbox).
+        forged = orjson.dumps(
+            {"type": "flow.deleted", "flow_id": flow_id, "data": {}, "id": str(uuid.uuid4())}
+        )
+        event_subject = f"{PREFIX}.events.{flow_id}"
+        await nc.publish(event_subject, forged)
+        await nc.publish(event_subject, forged, reply=nc.new_inbox())
+        # The JetStream API: delete or purge the stream.
+        await nc.publish(f"$JS.API.STREAM.DELETE.{STREAM}", b"")
+        await nc.publish(f"$JS.API.STREAM.PURGE.{STREAM}", b"")
+        # Impersonating the service: take requests meant for it.
+        await nc.subscribe(f"{PREFIX}.cmd.*", queue="flows")
+        await nc.flush()
+
+        await errors.wait_for(f'Permissions Violation for Publish to "{event_subject}"', times=2)
+        await errors.wait_for(
+            f'Permissions Violation for Publish to "$JS.API.STREAM.DELETE.{STREAM}"'
+        )
+        await errors.wait_for(
+            f'Permissions Violation for Publish to "$JS.API.STREAM.PURGE.{STREAM}"'
+        )
+        await errors.wait_for(f'Permissions Violation for Subscription to "{PREFIX}.cmd.*"')
+
+        # The log is unchanged, and the service still holds and serves the flow as it was.
+        assert await log_state(shipped_server) == before
+        read = await client.read(flow_id)
+        assert read.status == 200, read
+        assert read.body["tags"] == ["a"]
+        history = await client.history(flow_id)
+        assert history.status == 200, history
+        assert [event["type"] for event in history.body] == ["FlowCreated"]
+        # Through the service, the client still writes: its requests are the only way in.
+        updated = await client.update(flow_id, tags=["b"])
+        assert updated.status == 204, updated
+        assert await log_state(shipped_server) == (before[0] + 1, before[1] + 1)
+        # The log lives in the test's directory, not in one the shipped config names.
+        assert (shipped_server.store_dir / "jetstream" / "FLOWS" / "streams" / STREAM).is_dir()
+    finally:
+        await nc.close()
+
+
+async def test_a_client_cannot_sign_in_as_the_service_without_its_password(
+    shipped_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    impostor = Settings(
+        nats_url=shipped_server.url,
+        nats_user="flows-service",
+        nats_password=CLIENT_PASSWORD,
+        data_dir=tmp_path / "data",
+    )
+    with pytest.raises(NatsRefused, match="Authorization Violation"):
+        await connect_nats(impostor, "impostor", retry=False)
