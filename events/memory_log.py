@@ -31,6 +31,7 @@ class InMemoryLog:
     def __init__(self) -> None:
         self.messages: list[StoredMessage] = []
         self._last_by_subject: dict[str, int] = {}
+        self._first_by_subject: dict[str, int] = {}
         self._appended = asyncio.Condition()
 
     async def append(self, messages: Sequence[AppendMessage]) -> int:
@@ -45,6 +46,7 @@ class InMemoryLog:
             position = len(self.messages) + 1
             self.messages.append(StoredMessage(message.subject, message.data, position))
             self._last_by_subject[message.subject] = position
+            self._first_by_subject.setdefault(message.subject, position)
         async with self._appended:
             self._appended.notify_all()
         return len(self.messages)
@@ -54,7 +56,8 @@ class InMemoryLog:
         return self.messages[position - 1] if position else None
 
     async def first(self, subject: str) -> StoredMessage | None:
-        return next((m for m in self.messages if m.subject == subject), None)
+        position = self._first_by_subject.get(subject)
+        return self.messages[position - 1] if position else None
 
     async def read(
         self, after: int, limit: int, subject_filter: str | None = None

@@ -10,6 +10,7 @@ checkpoint. The log walk covers the whole stream, up to its last sequence when v
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -17,10 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from nats.errors import Error as NatsError
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -30,7 +31,7 @@ from events.jetstream import JetStreamLog
 from events.log import StoredMessage
 from events.subjects import Subjects
 from projections.projector import apply_batch
-from projections.store import configure_engine, create_schema, read_checkpoint
+from projections.store import create_schema, read_checkpoint
 from projections.tables import checkpoint
 from projections.verify import Finding, VerifyReport, render_report
 from projections.verify_log import LogAudit
@@ -78,8 +79,7 @@ async def run_verify(settings: Settings, progress_to: TextIO | None = None) -> V
         report.checkpoint = live[0] if live else 0
         audit = LogAudit(subjects, settings.stream)
         with tempfile.TemporaryDirectory(prefix="flows-verify-") as scratch_dir:
-            scratch = create_async_engine(f"sqlite+aiosqlite:///{Path(scratch_dir) / 'replay.db'}")
-            configure_engine(scratch)
+            scratch = _scratch_engine(Path(scratch_dir) / "replay.db")
             try:
                 await create_schema(scratch)
                 with LogProgress(
@@ -133,6 +133,22 @@ async def _read_live_model(
         await engine.dispose()
 
 
+def _scratch_engine(path: Path) -> AsyncEngine:
+    """A throwaway SQLite read model: no durability needed (it is deleted after the run), but
+    the live model's foreign-key behaviour."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=MEMORY")
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
 def _sqlite_file_missing(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
 
@@ -157,18 +173,26 @@ async def _walk(
 ) -> None:
     """One pass over the stream: every message to the log walk, and those up to the live
     checkpoint into the scratch model."""
-    after = 0
-    while after < report.last_position:
-        page = await event_log.read(after, _PAGE)
-        page = [message for message in page if message.position <= report.last_position]
-        if not page:
-            break
-        audit.feed(page)
-        replayed = [message for message in page if message.position <= report.checkpoint]
-        if replayed:
-            await _replay(scratch, subjects, replayed, report)
-        after = page[-1].position
-        bar.reached(after)
+    last = report.last_position
+    # The next page is read from NATS while this one is checked and applied to SQLite.
+    reading = asyncio.ensure_future(event_log.read(0, _PAGE))
+    try:
+        while True:
+            page = [message for message in await reading if message.position <= last]
+            if not page:
+                break
+            after = page[-1].position
+            if after < last:
+                reading = asyncio.ensure_future(event_log.read(after, _PAGE))
+            audit.feed(page)
+            replayed = [message for message in page if message.position <= report.checkpoint]
+            if replayed:
+                await _replay(scratch, subjects, replayed, report)
+            bar.reached(after)
+            if after >= last:
+                break
+    finally:
+        reading.cancel()
 
 
 async def _replay(
