@@ -12,6 +12,8 @@ guard on that message's position is what makes the link exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import random
 import uuid
@@ -20,10 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from events.chain import link
-from events.errors import ConcurrencyConflict, FlowNotFound
+from events.errors import ConcurrencyConflict, FlowNotFound, MalformedEvent
 from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
 from events.model import EventType, decode_event, encode_event, flow_document
@@ -199,7 +199,8 @@ class FlowWriter:
         latest event's position. None if it was deleted meanwhile (the name is free again)."""
         state: FlowState | None = None
         for message in await self._log.read(0, _MAX_FLOW_EVENTS, self._subjects.event(flow_id)):
-            state = evolve(state, decode_event(message.data, message.position))
+            with contextlib.suppress(MalformedEvent):  # parked by the projector too
+                state = evolve(state, decode_event(message.data, message.position))
         if state is None or state.deleted:
             return None
         body = state.document()
@@ -259,8 +260,24 @@ class FlowWriter:
 
     # -- loading -----------------------------------------------------------------------------
     async def _head(self, flow_id: str) -> _Head:
-        message = await self._log.last(self._subjects.event(flow_id))
-        return _head_of(message)
+        subject = self._subjects.event(flow_id)
+        message = await self._log.last(subject)
+        try:
+            return _head_of(message)
+        except MalformedEvent:
+            pass
+        # A message that is not an event (parked by the projector, reported by `flows verify`)
+        # is the subject's latest: the flow is as its latest valid event left it, and the next
+        # event guards on, and links to, the message that is really there.
+        assert message is not None
+        state = None
+        for earlier in reversed(await self._log.read(0, _MAX_FLOW_EVENTS, subject)):
+            with contextlib.suppress(MalformedEvent):
+                state = _head_of(earlier)
+                break
+        if state is None:
+            return _Head(type=None, position=message.position, data={}, payload=message.data)
+        return dataclasses.replace(state, position=message.position, payload=message.data)
 
     async def _deletion_or_none(
         self, flow_id: str, command_id: str | None
@@ -304,12 +321,10 @@ class FlowWriter:
 def _head_of(message: StoredMessage | None) -> _Head:
     if message is None:
         return _Head(type=None, position=0, data={}, payload=None)
-    raw = orjson.loads(message.data)
-    # Only the type and data are needed (the same in every schema version); a full decode
-    # happens in the projector.
+    recorded = decode_event(message.data, message.position)
     return _Head(
-        type=raw.get("type"),
+        type=recorded.event.type,
         position=message.position,
-        data=raw.get("data") or {},
+        data=recorded.event.data,
         payload=message.data,
     )

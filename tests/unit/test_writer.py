@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from events.chain import digest
 from events.errors import ConcurrencyConflict, FlowNotFound
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 from events.memory_log import InMemoryLog
@@ -240,3 +241,35 @@ async def test_the_in_memory_log_refuses_a_whole_batch_when_one_guard_fails() ->
     assert [m.data for m in log.messages] == [b"1"]
     assert await log.last("a") == StoredMessage("a", b"1", 1)
     assert orjson.loads(b"1") == 1
+
+
+class TestAPoisonMessageOnAFlowsSubject:
+    """A message that is not an event (the projector parks it, `flows verify` reports it) does
+    not make its flow unusable: commands act on the latest valid event and chain after it."""
+
+    async def poisoned(self) -> tuple[InMemoryLog, FlowWriter, str, StoredMessage]:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow_id = (await created(writer, "poisoned", tags=["a"])).body["id"]
+        await log.append([AppendMessage(SUBJECTS.event(flow_id), b"{not an event")])
+        return log, writer, flow_id, log.messages[-1]
+
+    async def test_an_update_guards_on_and_links_to_the_poison(self) -> None:
+        log, writer, flow_id, poison = await self.poisoned()
+        outcome = await writer.update(flow_id, ["b"])
+        assert isinstance(outcome, CommandResult)
+        assert outcome.status == 204
+        update = decode_event(log.messages[-1].data, log.messages[-1].position).event
+        assert update.type == "FlowUpdated"
+        assert update.prev == digest(poison.data)
+
+    async def test_a_delete_still_frees_the_name(self) -> None:
+        log, writer, flow_id, _ = await self.poisoned()
+        await writer.delete(flow_id)
+        assert NameMarker.decode(log.messages[-1].data).held is False
+
+    async def test_a_create_of_its_name_still_answers_with_the_holder(self) -> None:
+        _, writer, flow_id, _ = await self.poisoned()
+        again = await writer.create("poisoned", [], None)
+        assert isinstance(again, CommandResult)
+        assert (again.status, again.body["id"], again.body["tags"]) == (200, flow_id, ["a"])
