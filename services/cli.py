@@ -33,6 +33,19 @@ __all__ = [
 EXIT_OK, EXIT_DOMAIN, EXIT_UNREACHABLE = 0, 1, 3
 SORTS = ("NAME_ASC", "NAME_DESC", "CREATED_DESC", "UPDATED_DESC")
 SETTING_FLAGS = ("nats_url", "database_url", "subject_prefix", "stream", "data_dir")
+# NATS authentication and TLS (services/nats_options.py); a password or token is safer in the
+# environment than on a command line, where other users' `ps` can read it.
+NATS_SECURITY_FLAGS = (
+    "nats_user",
+    "nats_password",
+    "nats_token",
+    "nats_nkey_seed",
+    "nats_creds",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+    "nats_tls_hostname",
+)
 
 Call = Callable[[FlowsClient, argparse.Namespace], Awaitable[Reply]]
 Show = Callable[[Reply, argparse.Namespace], str]
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (1, see _Parser.error)
         return exc.code if isinstance(exc.code, int) else EXIT_DOMAIN
-    flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    flags = {name: getattr(args, name, None) for name in SETTING_FLAGS + NATS_SECURITY_FLAGS}
     try:
         settings = Settings.from_env().with_overrides(**flags)
     except ValueError as exc:  # a FLOWS_* variable or flag that is not a valid setting
@@ -247,6 +260,10 @@ def _globals(*, in_subcommand: bool = False) -> _Parser:
     ]:
         shown = argparse.SUPPRESS if in_subcommand else f"overrides ${variable}"
         flags.add_argument(flag, default=argparse.SUPPRESS, help=shown)
+    for name in NATS_SECURITY_FLAGS:
+        variable = f"FLOWS_{name.upper()}"
+        shown = argparse.SUPPRESS if in_subcommand else f"overrides ${variable}"
+        flags.add_argument(f"--{name.replace('_', '-')}", default=argparse.SUPPRESS, help=shown)
     flags.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the reply's JSON"
     )

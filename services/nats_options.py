@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.nats.security import (
     NatsCredentials,
@@ -24,6 +24,8 @@ from faststream.nats.security import (
 from services.settings import Settings
 
 __all__ = ["broker_security", "connect_options", "tls_context"]
+
+T = TypeVar("T")
 
 
 def connect_options(settings: Settings) -> dict[str, Any]:
@@ -48,21 +50,21 @@ def connect_options(settings: Settings) -> dict[str, Any]:
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """A context that trusts the configured CA (else the system's) and presents the client
-    certificate, when any TLS file is configured; None leaves nats-py's defaults (a `tls://`
-    URL then uses the system's CAs)."""
-    if settings.nats_tls_ca is None and settings.nats_tls_cert is None:
+    """A context that trusts only the configured CA (else the system's CAs) and presents the
+    client certificate, when any TLS file is configured; None leaves nats-py's defaults (a
+    `tls://` URL then uses the system's CAs)."""
+    ca, cert, key = settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key
+    if ca is None and cert is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if settings.nats_tls_ca is not None:
-        _load(
-            "CA certificate (FLOWS_NATS_TLS_CA)",
-            settings.nats_tls_ca,
-            lambda: context.load_verify_locations(cafile=settings.nats_tls_ca),
-        )
-    if settings.nats_tls_cert is not None and settings.nats_tls_key is not None:
-        cert, key = settings.nats_tls_cert, settings.nats_tls_key
-        _load(
+    context = _loaded(
+        "CA certificate (FLOWS_NATS_TLS_CA)",
+        ca,
+        lambda: ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=None if ca is None else str(ca)
+        ),
+    )
+    if cert is not None and key is not None:
+        _loaded(
             "client certificate and key (FLOWS_NATS_TLS_CERT, FLOWS_NATS_TLS_KEY)",
             cert,
             lambda: context.load_cert_chain(certfile=cert, keyfile=key),
@@ -92,9 +94,9 @@ def broker_security(settings: Settings) -> NatsSecurity | None:
     return None
 
 
-def _load(what: str, path: Path, load: Callable[[], object]) -> None:
+def _loaded(what: str, path: Path | None, load: Callable[[], T]) -> T:
     try:
-        load()
+        return load()
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(
             f"cannot load the NATS TLS {what} from {str(path)!r}: {exc}; check that the file "

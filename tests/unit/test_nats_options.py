@@ -1,0 +1,102 @@
+"""The one builder of NATS connect options: what nats-py receives for each setting, and the same
+values handed to FastStream's broker."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+from faststream.nats.security import (
+    NatsCredentials,
+    NatsNKey,
+    NatsSecurity,
+    NatsToken,
+    NatsUserPassword,
+)
+
+from services.nats_options import broker_security, connect_options
+from services.settings import Settings
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> dict[str, Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("flows-service")
+    paths = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c.pem", "key": tmp_path / "c.key"}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    cert.private_key_pem.write_to_path(str(paths["key"]))
+    return paths
+
+
+def test_an_open_server_needs_no_options() -> None:
+    assert connect_options(Settings()) == {}
+    assert broker_security(Settings()) is None
+
+
+def test_user_and_password() -> None:
+    settings = Settings(nats_user="svc", nats_password="pw")
+    assert connect_options(settings) == {"user": "svc", "password": "pw"}
+    security = broker_security(settings)
+    assert isinstance(security, NatsUserPassword)
+    assert (security.username, security.password) == ("svc", "pw")
+
+
+def test_token() -> None:
+    settings = Settings(nats_token="tok")
+    assert connect_options(settings) == {"token": "tok"}
+    security = broker_security(settings)
+    assert isinstance(security, NatsToken)
+    assert security.token == "tok"
+
+
+def test_nkey_seed_file(tmp_path: Path) -> None:
+    settings = Settings(nats_nkey_seed=tmp_path / "svc.nk")
+    assert connect_options(settings) == {"nkeys_seed": str(tmp_path / "svc.nk")}
+    security = broker_security(settings)
+    assert isinstance(security, NatsNKey)
+    assert (security.seed, security.seed_is_file) == (str(tmp_path / "svc.nk"), True)
+
+
+def test_credentials_file(tmp_path: Path) -> None:
+    settings = Settings(nats_creds=tmp_path / "svc.creds")
+    assert connect_options(settings) == {"user_credentials": str(tmp_path / "svc.creds")}
+    security = broker_security(settings)
+    assert isinstance(security, NatsCredentials)
+    assert security.credentials == str(tmp_path / "svc.creds")
+
+
+def test_tls_with_a_ca_and_a_client_certificate(pem: dict[str, Path]) -> None:
+    settings = Settings(
+        nats_tls_ca=pem["ca"],
+        nats_tls_cert=pem["cert"],
+        nats_tls_key=pem["key"],
+        nats_tls_hostname="nats.internal",
+    )
+    options = connect_options(settings)
+    context = options["tls"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # the configured CA, not the system's
+    assert options["tls_hostname"] == "nats.internal"
+    security = broker_security(settings)
+    assert type(security) is NatsSecurity
+    assert isinstance(security.ssl_context, ssl.SSLContext)
+    assert security.tls_hostname == "nats.internal"
+
+
+def test_tls_goes_with_any_credential(pem: dict[str, Path]) -> None:
+    security = broker_security(Settings(nats_token="tok", nats_tls_ca=pem["ca"]))
+    assert isinstance(security, NatsToken)
+    assert isinstance(security.ssl_context, ssl.SSLContext)
+
+
+def test_a_file_that_is_not_pem_is_refused_with_its_setting(tmp_path: Path) -> None:
+    broken = tmp_path / "ca.pem"
+    broken.write_text("not a certificate")
+    with pytest.raises(ValueError, match="FLOWS_NATS_TLS_CA") as error:
+        connect_options(Settings(nats_tls_ca=broken))
+    assert str(broken) in str(error.value)
