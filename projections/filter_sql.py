@@ -95,7 +95,13 @@ from projections.tables import (
     work_queue,
 )
 
-__all__ = ["SUPPORTED_DIALECTS", "flow_filter_where", "flow_order_by", "flows_where"]
+__all__ = [
+    "SUPPORTED_DIALECTS",
+    "flow_filter_where",
+    "flow_order_by",
+    "flows_where",
+    "tags_only_count",
+]
 
 SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql"})
 
@@ -119,6 +125,37 @@ def flows_where(filters: FlowFilters, dialect: str) -> Clause | None:
 def flow_filter_where(flow_filter: FlowFilter | None, dialect: str) -> Clause | None:
     """The WHERE clause of a `FlowFilter` alone (bulk delete); `None` = every flow."""
     return flows_where(FlowFilters(flows=flow_filter), dialect)
+
+
+def tags_only_count(filters: FlowFilters, dialect: str) -> Select[int] | None:
+    """A faster COUNT for filters that are nothing but `flows.tags.all_`, else `None`.
+
+    Such a count needs no `flow` row at all: `flow_tag` holds one row per distinct tag of a
+    live flow (its foreign key cascades, and the projector deletes a flow's tags with it), so
+    counting the flows having every needle is a range count on the (tag, flow_id) index —
+    ~10x faster than probing each of a million flows.
+    """
+    f = filters.flows
+    others = (filters.flow_runs, filters.task_runs, filters.deployments, filters.work_pools)
+    if f is None or any(group is not None for group in others):
+        return None
+    if f.id is not None or f.deployment is not None or f.name is not None or f.tags is None:
+        return None
+    if f.tags.is_null_ is not None or not f.tags.all_:
+        return None
+    needles = sorted(set(f.tags.all_))
+    matched = _Compiler(dialect).any_(flow_tag.c.tag, needles)
+    assert matched is not None
+    if len(needles) == 1:
+        return select(func.count()).select_from(flow_tag).where(matched)
+    having_all = (
+        select(flow_tag.c.flow_id)
+        .where(matched)
+        .group_by(flow_tag.c.flow_id)
+        .having(func.count() == len(needles))
+        .subquery()
+    )
+    return select(func.count()).select_from(having_all)
 
 
 def flow_order_by(sort: FlowSort) -> tuple[ColumnElement[Any], ...]:
@@ -286,19 +323,22 @@ class _Compiler:
 
     def _flow_tags_all(self, tags: list[str] | None) -> Clause | None:
         # `flow_tag` holds one row per distinct tag of a flow: a flow has every needle when as
-        # many of its rows match as there are distinct needles.
+        # many of its rows match as there are distinct needles. Correlated (a primary-key probe
+        # per candidate flow) rather than `id IN (flows having all)`: that form builds the whole
+        # set of tagged flows first (0.5 s for a common tag over 1M flows), while this one lets
+        # a sorted, limited filter stop after its page (~1 ms).
         if not tags:
             return None
         needles = sorted(set(tags))
         matched = self.any_(flow_tag.c.tag, needles)
         assert matched is not None
-        having_all = (
-            select(flow_tag.c.flow_id)
-            .where(matched)
-            .group_by(flow_tag.c.flow_id)
-            .having(func.count() == len(needles))
+        present = (
+            select(func.count())
+            .select_from(flow_tag)
+            .where(flow_tag.c.flow_id == flow.c.id, matched)
+            .correlate(flow)
         )
-        return flow.c.id.in_(having_all)
+        return present.scalar_subquery() == len(needles)
 
     # --- deployments + work pools: one EXISTS over one deployment row ---
 

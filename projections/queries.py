@@ -15,7 +15,12 @@ from typing import Any, Final, Protocol
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.filter_sql import flow_filter_where, flow_order_by, flows_where
+from projections.filter_sql import (
+    flow_filter_where,
+    flow_order_by,
+    flows_where,
+    tags_only_count,
+)
 from projections.filters import FlowFilter, FlowFilters, FlowSort
 from projections.requests import FilterRequest, PaginateRequest
 from projections.tables import flow
@@ -107,6 +112,9 @@ async def filter_flows(conn: AsyncConnection, request: FilterRequest) -> list[di
 
 async def count_flows(conn: AsyncConnection, request: _HasFilters) -> int:
     """`POST /flows/count`: how many flows match (any request carrying `filters`)."""
+    fast = tags_only_count(request.filters, conn.dialect.name)
+    if fast is not None:
+        return int((await conn.execute(fast)).scalar_one())
     query = select(func.count()).select_from(flow)
     where = flows_where(request.filters, conn.dialect.name)
     if where is not None:

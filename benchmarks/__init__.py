@@ -1,0 +1,1 @@
+"""Benchmarks of the flows service: `.venv/bin/python -m benchmarks` prints every figure."""

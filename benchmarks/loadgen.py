@@ -1,0 +1,76 @@
+"""A closed-loop load generator: N workers, each sending its next request when the last returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+__all__ = ["Measured", "Request", "measure", "percentile"]
+
+# One request; returns whether it succeeded (a 2xx answer).
+Request = Callable[[int], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    rate: float  # successful requests per second
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @classmethod
+    def none(cls) -> Measured:
+        return cls(float("nan"), float("nan"), float("nan"), 0)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list; NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+async def measure(request: Request, seconds: float, in_flight: int) -> Measured:
+    """Requests/s, p50 and p99 latency and errors of `in_flight` workers for `seconds`.
+
+    A short warm-up (a tenth of the time, not counted) lets connections and caches settle.
+    """
+    await _loop(request, min(0.5, seconds / 10), in_flight, [], [0])
+    latencies: list[float] = []
+    errors = [0]
+    started = time.perf_counter()
+    await _loop(request, seconds, in_flight, latencies, errors)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Measured(
+        len(latencies) / elapsed,
+        percentile(latencies, 0.50) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        errors[0],
+    )
+
+
+async def _loop(
+    request: Request, seconds: float, in_flight: int, latencies: list[float], errors: list[int]
+) -> None:
+    deadline = time.perf_counter() + seconds
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.perf_counter() < deadline:
+            counter += 1
+            started = time.perf_counter()
+            try:
+                ok = await request(counter)
+            except Exception:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors[0] += 1
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))

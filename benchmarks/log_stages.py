@@ -1,0 +1,86 @@
+"""Log-side stages: fill a stream fast, the projector's catch-up rate, the rebuild rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from events.jetstream import JetStreamLog, StreamSettings
+from events.subjects import Subjects
+from projections.positions import PositionWatcher
+from projections.projector import Projector
+from projections.store import configure_engine, create_schema
+from services.audit_tools import rebuild
+from services.settings import Settings
+
+__all__ = ["fill_stream", "projector_rate", "rebuild_seconds"]
+
+_WINDOW = 4000  # publishes awaiting their ack at once
+
+
+async def fill_stream(nc: NatsClient, stream: str, messages: Iterable[tuple[str, bytes]]) -> int:
+    """Publish with acks, `_WINDOW` in flight; returns the stream's last position."""
+    log = JetStreamLog(nc, Subjects(), stream)
+    await log.ensure_stream(StreamSettings(name=stream))
+    window = asyncio.Semaphore(_WINDOW)
+    refused: list[bytes] = []
+
+    async def on_ack(msg: Msg) -> None:
+        if b'"error"' in msg.data:
+            refused.append(msg.data)
+        window.release()
+
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox, cb=on_ack)
+    try:
+        for subject, data in messages:
+            await window.acquire()
+            await nc.publish(subject, data, reply=inbox)
+        for _ in range(_WINDOW):  # every ack is in
+            await asyncio.wait_for(window.acquire(), 60)
+    finally:
+        await subscription.unsubscribe()
+    if refused:
+        raise RuntimeError(f"{len(refused)} publishes refused, first: {refused[0]!r}")
+    return await log.last_position()
+
+
+async def projector_rate(nc: NatsClient, stream: str, last: int, db: Path) -> float:
+    """Seconds the service's projector takes to fold the stream (up to `last`) into an empty
+    SQLite read model, following the log exactly as `flows serve` does."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    configure_engine(engine)
+    await create_schema(engine)
+    watcher = PositionWatcher()
+    projector = Projector(engine, JetStreamLog(nc, Subjects(), stream), Subjects(), watcher)
+    started = time.perf_counter()
+    task = asyncio.create_task(projector.run())
+    try:
+        if not await watcher.wait_for(last, 600):
+            raise RuntimeError(f"the projector reached only {watcher.position} of {last}")
+        return time.perf_counter() - started
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+
+
+async def rebuild_seconds(nats_url: str, stream: str, data_dir: Path) -> float:
+    """Seconds `flows rebuild` takes to rebuild a fresh SQLite read model from the stream."""
+    settings = Settings(nats_url=nats_url, stream=stream, data_dir=data_dir)
+    report = io.StringIO()
+    started = time.perf_counter()
+    code = await rebuild(settings, report)
+    elapsed = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"flows rebuild failed ({code}): {report.getvalue()}")
+    return elapsed

@@ -1,0 +1,421 @@
+"""The flows service's figures beside Prefect 3.9.1 on SQLite and a bare nats-py echo.
+
+    .venv/bin/python -m benchmarks [--seconds 3] [--no-prefect] [--quick]
+
+Starts everything it needs on loopback in a temp dir: two nats-servers on free ports (one as the
+service ships it, fsync before every ack; one with nats-server's default 2-minute fsync, only for
+filling streams with a million messages fast), one `flows serve`, an echo responder, and — when
+the `bench` extra is installed — `prefect server start` on SQLite. Every figure is measured in
+this run, so the ratios hold on a noisy machine. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client as NatsClient
+
+from benchmarks import log_stages
+from benchmarks.loadgen import Measured, measure, percentile
+from benchmarks.prefect_server import prefect_cli, start_prefect
+from benchmarks.processes import (
+    Child,
+    peak_rss_mb,
+    start_echo,
+    start_service,
+    wait_for_answer,
+)
+from benchmarks.read_model import ReadModelSeeder
+from benchmarks.synthetic import flow_messages
+from benchmarks.targets import (
+    COUNT_BODY,
+    FILTER_BODY,
+    OPERATIONS,
+    echo_request,
+    flows_requests,
+    prefect_requests,
+    seed_flows,
+    seed_prefect,
+)
+from services.embedded import EmbeddedNats
+
+_ECHO_SUBJECT = "bench.echo"
+_SEED_FLOWS = 1000
+# Prefect 3.9.1 on SQLite as measured on this machine kind, for when it cannot run here.
+_PREFECT_REFERENCE = {"create": 110, "read": 250, "filter": 30, "count": 120, "update": 90}
+
+
+@dataclass
+class Results:
+    flights: tuple[int, ...]
+    flows: dict[tuple[str, int], Measured] = field(default_factory=dict)
+    prefect: dict[tuple[str, int], Measured] = field(default_factory=dict)
+    echo: dict[int, Measured] = field(default_factory=dict)
+    prefect_note: str = ""
+    lag: tuple[float, float] = (math.nan, math.nan)
+    projector: tuple[int, float] = (0, math.nan)  # messages, seconds
+    rebuilds: list[tuple[int, float]] = field(default_factory=list)
+    scaling: list[tuple[int, float, Measured, Measured, float]] = field(default_factory=list)
+    rss: dict[str, float] = field(default_factory=dict)
+
+
+async def _connect(url: str) -> NatsClient:
+    return await nats.connect(url, max_reconnect_attempts=1)
+
+
+# -- request-reply ---------------------------------------------------------------------------
+async def request_reply(args: argparse.Namespace, workdir: Path, results: Results) -> None:
+    server = EmbeddedNats(workdir / "nats")  # as `flows serve` ships it (fsync before acks)
+    server.start()
+    children: list[Child] = []
+    try:
+        service = start_service(server.url, workdir / "service")
+        children.append(service)
+        children.append(start_echo(server.url, _ECHO_SUBJECT))
+        nc, echo_nc = await _connect(server.url), await _connect(server.url)
+        await wait_for_answer(nc, "flows.query.count", b"{}", service)
+        ids = await seed_flows(nc, _SEED_FLOWS)
+        run_id = uuid.uuid4().hex[:8]
+        for flight in results.flights:
+            results.echo[flight] = await measure(
+                echo_request(echo_nc, _ECHO_SUBJECT, ids), args.seconds, flight
+            )
+            _progress(f"echo x{flight}", results.echo[flight])
+        ours = flows_requests(nc, ids, run_id)
+        for operation in OPERATIONS:
+            for flight in results.flights:
+                measured = await measure(ours[operation], args.seconds, flight)
+                results.flows[operation, flight] = measured
+                _progress(f"flows {operation} x{flight}", measured)
+        results.lag = await _lag_under_load(nc, echo_nc, run_id, args.seconds)
+        results.rss["service after the request-reply run"] = peak_rss_mb(service.pid)
+        await nc.close()
+        await echo_nc.close()
+    finally:
+        for child in children:
+            child.stop()
+        server.stop()
+    await _prefect(args, workdir, results)
+
+
+async def _lag_under_load(
+    nc: NatsClient, probe_nc: NatsClient, run_id: str, seconds: float
+) -> tuple[float, float]:
+    """Creates at 64 in flight; meanwhile, one at a time, how long after a create's reply a
+    query that asks for its position (Flows-Min-Position) is answered: the read model's lag."""
+    latest: list[tuple[int, float]] = [(0, time.perf_counter())]
+    lags: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def create(i: int) -> bool:
+        reply = await nc.request(
+            "flows.cmd.create", orjson.dumps({"name": f"lag-{run_id}-{i}"}), timeout=30
+        )
+        position = int((reply.headers or {}).get("Flows-Position", "0"))
+        if position > latest[-1][0]:
+            latest.append((position, time.perf_counter()))
+        return True
+
+    async def probe() -> None:
+        while time.perf_counter() < stop:
+            position, replied = latest[-1]
+            if position:
+                await probe_nc.request(
+                    "flows.query.count",
+                    b"{}",
+                    headers={"Flows-Min-Position": str(position), "Flows-Wait-Ms": "30000"},
+                    timeout=30,
+                )
+                lags.append(time.perf_counter() - replied)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(measure(create, seconds, 64), probe())
+    lags.sort()
+    return percentile(lags, 0.5) * 1000, percentile(lags, 0.99) * 1000
+
+
+async def _prefect(args: argparse.Namespace, workdir: Path, results: Results) -> None:
+    cli = prefect_cli()
+    if args.no_prefect or cli is None:
+        results.prefect_note = (
+            "Prefect not measured (--no-prefect)" if args.no_prefect else
+            "Prefect not measured: not installed; `.venv/bin/pip install -e '.[bench]'`"
+        )  # fmt: skip
+        return
+    import httpx
+
+    child, api = start_prefect(cli, workdir / "prefect")
+    try:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=api, limits=limits, timeout=60) as client:
+            ids = await seed_prefect(client, _SEED_FLOWS)
+            theirs = prefect_requests(client, ids, uuid.uuid4().hex[:8])
+            for operation in OPERATIONS:
+                for flight in results.flights:
+                    measured = await measure(theirs[operation], args.seconds, flight)
+                    results.prefect[operation, flight] = measured
+                    _progress(f"prefect {operation} x{flight}", measured)
+        results.rss["Prefect server after its run"] = peak_rss_mb(child.pid)
+        results.prefect_note = "Prefect 3.9.1 server on SQLite, measured in this run"
+    finally:
+        child.stop()
+
+
+# -- the read model at scale -----------------------------------------------------------------
+async def read_model_scaling(args: argparse.Namespace, workdir: Path, results: Results) -> None:
+    server = EmbeddedNats(workdir / "nats-scaling")
+    server.start()
+    seeder = ReadModelSeeder(workdir / "scaling.db")
+    try:
+        for size in args.sizes:
+            rate = await seeder.grow_to(size)
+            _note(f"read model seeded to {size} flows ({rate:.0f} messages/s through apply_batch)")
+            # A stream of its own, empty: the service serves the seeded model as it is.
+            service = start_service(
+                server.url, workdir / f"scaling-{size}", FLOWS_DATABASE_URL=seeder.url,
+                FLOWS_STREAM="SCALING",
+            )  # fmt: skip
+            try:
+                nc = await _connect(server.url)
+                await wait_for_answer(nc, "flows.query.count", b"{}", service, timeout_s=120)
+                filtered = await measure(_query(nc, "flows.query.filter", FILTER_BODY), 2.0, 1)
+                counted = await measure(_query(nc, "flows.query.count", COUNT_BODY), 2.0, 1)
+                await nc.close()
+                results.scaling.append((size, rate, filtered, counted, peak_rss_mb(service.pid)))
+                _progress(f"filter over {size}", filtered)
+                _progress(f"count over {size}", counted)
+            finally:
+                service.stop()
+    finally:
+        await seeder.close()
+        server.stop()
+
+
+def _query(nc: NatsClient, subject: str, body: dict[str, Any]) -> Any:
+    payload = orjson.dumps(body)
+
+    async def call(_: int) -> bool:
+        reply = await nc.request(subject, payload, timeout=60)
+        return bool((reply.headers or {}).get("Flows-Status", "") == "200")
+
+    return call
+
+
+# -- the log: projector and rebuild ----------------------------------------------------------
+async def log_rates(args: argparse.Namespace, workdir: Path, results: Results) -> None:
+    # nats-server's default fsync interval: these stages measure reading the log, not writing.
+    server = EmbeddedNats(workdir / "nats-bulk", sync_interval=None)
+    server.start()
+    try:
+        nc = await _connect(server.url)
+        from events.subjects import Subjects
+
+        subjects, flows, stream = Subjects(), 0, "BULK"
+        for size in args.rebuild_sizes:
+            # ~2.25 messages per flow: create, name marker, and an update for every fourth.
+            wanted = int(size / 2.25) - flows
+            started = time.perf_counter()
+            last = await log_stages.fill_stream(nc, stream, flow_messages(subjects, flows, wanted))
+            flows += wanted
+            _note(
+                f"stream filled to {last} messages ({wanted / (time.perf_counter() - started) * 2.25:.0f}/s)"
+            )
+            if not results.projector[0]:
+                seconds = await log_stages.projector_rate(nc, stream, last, workdir / "proj.db")
+                results.projector = (last, seconds)
+                _note(f"projector: {last} messages in {seconds:.1f}s ({last / seconds:.0f}/s)")
+            seconds = await log_stages.rebuild_seconds(
+                server.url, stream, workdir / f"rebuild-{size}"
+            )
+            results.rebuilds.append((last, seconds))
+            _note(f"rebuild: {last} messages in {seconds:.1f}s ({last / seconds:.0f}/s)")
+        await nc.close()
+    finally:
+        server.stop()
+
+
+# -- printing --------------------------------------------------------------------------------
+def _progress(label: str, m: Measured) -> None:
+    _note(f"{label}: {m.rate:.0f}/s p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms errors {m.errors}")
+
+
+def _note(text: str) -> None:
+    print(f"  .. {text}", flush=True)
+
+
+def _ratio(a: float, b: float) -> str:
+    return "-" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.1f}x"
+
+
+def _fig(m: Measured | None) -> str:
+    if m is None:
+        return "- | - | - | -"
+    return f"{m.rate:.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.errors}"
+
+
+def print_report(results: Results, elapsed: float) -> None:
+    print()
+    print(f"Machine: {platform.node()} {platform.machine()}, {_cores()} cores, "
+          f"Python {platform.python_version()}; {results.prefect_note}.")  # fmt: skip
+    print()
+    print("| operation | in flight | flows req/s | p50 ms | p99 ms | errors "
+          "| Prefect req/s | p50 ms | p99 ms | errors | flows/Prefect | flows/echo |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for flight in results.flights:
+        echo = results.echo.get(flight)
+        print(f"| echo (bare nats-py) | {flight} | {_fig(echo)} | | | | | | |")
+    for operation in OPERATIONS:
+        for flight in results.flights:
+            ours = results.flows.get((operation, flight))
+            theirs = results.prefect.get((operation, flight))
+            echo = results.echo.get(flight)
+            reference = theirs.rate if theirs else math.nan
+            print(f"| {operation} | {flight} | {_fig(ours)} | {_fig(theirs)} "
+                  f"| {_ratio(ours.rate, reference) if ours else '-'} "
+                  f"| {_ratio(ours.rate, echo.rate) if ours and echo else '-'} |")  # fmt: skip
+    print()
+    print("| figure | value |")
+    print("| --- | ---: |")
+    lag50, lag99 = results.lag
+    print(
+        f"| read-model lag under 64 creates in flight, p50 / p99 | {lag50:.1f} / {lag99:.1f} ms |"
+    )
+    messages, seconds = results.projector
+    if messages:
+        print(
+            f"| projector catch-up ({messages} messages) | {messages / seconds:,.0f} messages/s |"
+        )
+    for messages, seconds in results.rebuilds:
+        print(
+            f"| rebuild of {messages:,} messages | {seconds:.1f} s ({messages / seconds:,.0f}/s) |"
+        )
+    for what, rss in results.rss.items():
+        print(f"| peak RSS, {what} | {rss:.0f} MiB |")
+    if results.scaling:
+        print()
+        print(
+            "| flows in read model | filter p50 / p99 ms | count p50 / p99 ms | service peak RSS |"
+        )
+        print("| ---: | ---: | ---: | ---: |")
+        for size, _rate, filtered, counted, rss in results.scaling:
+            print(f"| {size:,} | {filtered.p50_ms:.2f} / {filtered.p99_ms:.2f} "
+                  f"| {counted.p50_ms:.2f} / {counted.p99_ms:.2f} | {rss:.0f} MiB |")  # fmt: skip
+    print()
+    for line in _targets(results):
+        print(line)
+    print(f"\nwhole run: {elapsed:.0f}s")
+
+
+def _targets(results: Results) -> list[str]:
+    lines = ["Targets:"]
+
+    def check(ok: bool | None, text: str) -> None:
+        mark = "n/a " if ok is None else ("met " if ok else "MISS")
+        lines.append(f"  {mark} {text}")
+
+    for operation in OPERATIONS:
+        for flight in (f for f in results.flights if f >= 32):
+            ours = results.flows.get((operation, flight))
+            theirs = results.prefect.get((operation, flight))
+            base = theirs.rate if theirs else _PREFECT_REFERENCE[operation]
+            source = "measured" if theirs else "reference"
+            if ours:
+                ok = ours.rate >= 20 * base and ours.errors == 0
+                check(ok, f"{operation} x{flight}: {ours.rate:.0f}/s >= 20x Prefect "
+                          f"({source} {base:.0f}/s), {ours.errors} errors")  # fmt: skip
+    read1, echo1 = results.flows.get(("read", 1)), results.echo.get(1)
+    if read1 and echo1:
+        check(read1.p50_ms <= 2 * echo1.p50_ms,
+              f"read p50 {read1.p50_ms:.2f} ms within 2x echo {echo1.p50_ms:.2f} ms")  # fmt: skip
+    top = max(results.flights)
+    read_top, echo_top = results.flows.get(("read", top)), results.echo.get(top)
+    if read_top and echo_top:
+        check(read_top.rate >= echo_top.rate / 2,
+              f"read x{top} {read_top.rate:.0f}/s >= half echo {echo_top.rate:.0f}/s")  # fmt: skip
+    messages, seconds = results.projector
+    if messages:
+        check(messages / seconds >= 20_000, f"projector {messages / seconds:,.0f}/s >= 20k/s")
+    for messages, seconds in results.rebuilds:
+        if messages >= 900_000:
+            check(seconds < 60, f"rebuild of {messages:,} in {seconds:.1f}s < 60s")
+    for size, _rate, filtered, counted, _rss in results.scaling:
+        if size >= 1_000_000:
+            check(filtered.p50_ms < 20, f"filter over {size:,} p50 {filtered.p50_ms:.1f} ms < 20")
+            check(counted.p50_ms < 100, f"count over {size:,} p50 {counted.p50_ms:.1f} ms < 100")
+    return lines
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+# -- main ------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def _workdir(keep: bool) -> AsyncIterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="flows-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    results = Results(flights=tuple(args.flights))
+    async with _workdir(args.keep) as workdir:
+        if "rr" in args.stages:
+            await request_reply(args, workdir, results)
+        if "scale" in args.stages:
+            await read_model_scaling(args, workdir, results)
+        if "log" in args.stages:
+            await log_rates(args, workdir, results)
+    print_report(results, time.perf_counter() - started)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(float(part)) for part in text.split(",") if part]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (3)")
+    parser.add_argument("--flights", type=_sizes, default=[1, 32, 64], help="1,32,64")
+    parser.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000],
+                        help="read-model sizes for filter/count (10e3,100e3,1e6)")  # fmt: skip
+    parser.add_argument("--rebuild-sizes", type=_sizes, default=[100_000, 1_000_000],
+                        help="log sizes to rebuild (100e3,1e6)")  # fmt: skip
+    parser.add_argument("--stages", default="rr,scale,log", help="rr,scale,log")
+    parser.add_argument("--no-prefect", action="store_true", help="skip the Prefect column")
+    parser.add_argument("--quick", action="store_true", help="1s runs, 10k/100k sizes")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.sizes, args.rebuild_sizes = 1.0, [10_000, 100_000], [100_000]
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
