@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from itertools import groupby
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -129,14 +128,43 @@ async def apply_messages(
                     position=message.position, subject=message.subject, reason=exc.reason
                 )
             )
-    for event_type, run in groupby(events, key=lambda recorded: recorded.event.type):
-        group = list(run)
-        if event_type == "FlowCreated":
-            await _created(conn, tables, group)
-        elif event_type == "FlowUpdated":
-            await _updated(conn, tables, group)
-        else:
-            await _deleted(conn, tables, group)
+    for segment in _segments(events):
+        creates = [e for e in segment if e.event.type == "FlowCreated"]
+        updates = [e for e in segment if e.event.type == "FlowUpdated"]
+        deletes = [e for e in segment if e.event.type == "FlowDeleted"]
+        if creates:
+            await _created(conn, tables, creates)
+        if updates:
+            await _updated(conn, tables, updates)
+        if deletes:
+            await _deleted(conn, tables, deletes)
+
+
+def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
+    """Cut the events into runs that may be applied as creates, then updates, then deletes.
+
+    A flow's own events always come create, updates, delete, so that order is the log's order
+    for every flow in a run; flows do not interact except through names. So a run ends only
+    where that reordering could change the outcome: a create of a name a delete earlier in the
+    run freed, or an event of a flow the run has already deleted. One run per batch is the
+    usual case: a handful of statements per batch instead of a handful per change of type.
+    """
+    segment: list[RecordedEvent] = []
+    freed_names: set[str] = set()
+    deleted: set[str] = set()
+    for recorded in events:
+        event = recorded.event
+        if event.flow_id in deleted or (
+            event.type == "FlowCreated" and event.data.get("name") in freed_names
+        ):
+            yield segment
+            segment, freed_names, deleted = [], set(), set()
+        segment.append(recorded)
+        if event.type == "FlowDeleted":
+            deleted.add(event.flow_id)
+            freed_names.add(str(event.data.get("name")))
+    if segment:
+        yield segment
 
 
 async def _created(

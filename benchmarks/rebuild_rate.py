@@ -1,0 +1,119 @@
+"""How fast `flows rebuild` rebuilds the read model while the service's projector runs.
+
+    .venv/bin/python -m benchmarks.rebuild_rate [--events 100000] [--postgres-url URL]
+
+Starts its own nats-server, fills a stream with synthetic flows encoded as the writer encodes
+them (benchmarks/synthetic.py: a create and its name marker per flow, an update for every
+fourth, so 100k events are ~180k log messages), lets a live projector fold them into the read
+model, then runs the online rebuild against that live model with the projector still following
+the log. Prints events/s and log messages/s, the elapsed time and how long the swap held the
+live projector's lock, per backend (SQLite; PostgreSQL too when a URL is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nats
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from benchmarks.log_stages import fill_stream
+from benchmarks.synthetic import flow_messages
+from events.jetstream import JetStreamLog
+from events.subjects import Subjects
+from projections.positions import PositionWatcher
+from projections.projector import Projector
+from projections.rebuild import rebuild_online
+from projections.store import configure_engine, create_schema
+from services.embedded import EmbeddedNats
+
+EVENTS_PER_FLOW = 1.25  # a create each, an update for every fourth flow
+
+
+async def measure(nc: nats.NATS, stream: str, last: int, events: int, engine: AsyncEngine) -> None:
+    subjects = Subjects()
+    event_log = JetStreamLog(nc, subjects, stream, timeout_s=30)
+    await create_schema(engine)
+    watcher = PositionWatcher()
+    projector = Projector(engine, event_log, subjects, watcher)
+    started = time.perf_counter()
+    live = asyncio.create_task(projector.run())
+    try:
+        if not await watcher.wait_for(last, 900):
+            raise RuntimeError(f"the live projector reached only {watcher.position} of {last}")
+        projected = time.perf_counter() - started
+        report = await rebuild_online(engine, event_log, subjects)
+    finally:
+        live.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live
+    backend = engine.dialect.name
+    print(
+        f"{backend:10s} live projector: {events / projected:8.0f} events/s "
+        f"({last / projected:7.0f} messages/s, {projected:6.1f} s)"
+    )
+    print(
+        f"{backend:10s} online rebuild: {events / report.elapsed_s:8.0f} events/s "
+        f"({report.rate:7.0f} messages/s, {report.elapsed_s:6.1f} s, "
+        f"{report.messages} messages to position {report.position}); "
+        f"swap held the live projector {report.swap_s * 1000:.0f} ms"
+    )
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(url: str):  # type: ignore[no-untyped-def]
+    name = f"flows_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_async_engine(f"{url.rpartition('/')[0]}/{name}")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def main(events: int, postgres_url: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedNats(Path(tmp) / "nats")
+        server.start()
+        try:
+            nc = await nats.connect(server.url)
+            stream = "REBUILDBENCH"
+            flows = round(events / EVENTS_PER_FLOW)
+            started = time.perf_counter()
+            last = await fill_stream(nc, stream, flow_messages(Subjects(), 0, flows))
+            print(
+                f"log: {flows} flows, {events} events, {last} messages "
+                f"(filled in {time.perf_counter() - started:.1f} s)"
+            )
+            sqlite = create_async_engine(f"sqlite+aiosqlite:///{Path(tmp) / 'flows.db'}")
+            configure_engine(sqlite)
+            try:
+                await measure(nc, stream, last, events, sqlite)
+            finally:
+                await sqlite.dispose()
+            if postgres_url:
+                async with postgres_database(postgres_url) as engine:
+                    await measure(nc, stream, last, events, engine)
+            await nc.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--postgres-url", help="e.g. postgresql+asyncpg://postgres@127.0.0.1/test")
+    options = parser.parse_args()
+    asyncio.run(main(options.events, options.postgres_url))
