@@ -4,6 +4,7 @@
   all messages are stored or none, and every `Nats-Expected-Last-Subject-Sequence` guard in the
   batch is checked at commit under the stream's lock.
 - A lone message is a plain publish with its guard, which JetStream applies atomically too.
+- Appends made while another is committing are grouped into one atomic batch (group commit).
 - Reads use the direct-get API (no consumer is created): the last or first message of a subject,
   and pages of messages after a position.
 Every nats-py error is translated into the log's own errors here and nowhere else.
@@ -28,6 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.errors import LogUnavailable
+from events.group_commit import GroupCommit
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 from events.subjects import Subjects
 from events.timefmt import parse_datetime
@@ -73,6 +75,7 @@ class JetStreamLog:
         self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._group = GroupCommit(self._append_now, _MAX_BATCH_MESSAGES)
 
     @property
     def stream(self) -> str:
@@ -114,6 +117,11 @@ class JetStreamLog:
             raise ValueError("append needs at least one message")
         if len(messages) > _MAX_BATCH_MESSAGES:
             raise ValueError(f"an atomic append holds at most {_MAX_BATCH_MESSAGES} messages")
+        # Concurrent appends share one atomic batch (events/group_commit.py): the server's
+        # serialised, fsynced commit is the write path's limit, not our round trips.
+        return await self._group.append(messages)
+
+    async def _append_now(self, messages: Sequence[AppendMessage]) -> int:
         if len(messages) == 1:
             only = messages[0]
             reply = await self._request(only.subject, only.data, _guard(only))
