@@ -282,8 +282,13 @@ class TestAudit:
                 "occurred",
                 "data",
                 "metadata",
+                "schema",
+                "prev",
                 "position",
             }
+            assert line["schema"] == 2
+            # A flow's first event links to nothing; the others to the message before them.
+            assert (line["prev"] is None) == (line["type"] == "FlowCreated"), line
             assert line["type"] in {"FlowCreated", "FlowUpdated", "FlowDeleted"}
             assert "command_id" in line["metadata"]
         ours = [line for line in lines if line["flow_id"] in {flow["id"], other["id"]}]
