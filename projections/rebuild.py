@@ -159,7 +159,7 @@ async def _swap(
     if position < live:
         raise RuntimeError(
             f"the rebuilt model reached log position {position}, behind the live model's "
-            f"{live}: the log's end went backwards (was stream {event_log!r} purged?); "
+            f"{live}: the log's end went backwards (was the stream purged or replaced?); "
             "nothing was swapped"
         )
     if conn.dialect.name == "postgresql":
