@@ -20,6 +20,10 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 _JSON_PRIMITIVES = (str, int, float, bool, type(None))
+# Deeper bodies are refused: nothing in the contract nests past ~6 levels, while validation,
+# error replies (which echo the body) and orjson (255 levels) would fail on a deep one.
+MAX_DEPTH = 64
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def load_json_body(raw: bytes) -> Any:
@@ -46,7 +50,7 @@ def load_json_body(raw: bytes) -> Any:
             raw.decode("utf-8", errors="replace"),
         ) from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_int=_int64)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             [
@@ -61,6 +65,8 @@ def load_json_body(raw: bytes) -> Any:
             text,
         ) from None
     except RecursionError:
+        raise _too_deep() from None
+    except _OutOfRange as exc:
         raise InvalidRequest(
             [
                 {
@@ -68,11 +74,61 @@ def load_json_body(raw: bytes) -> Any:
                     "loc": ["body", 0],
                     "msg": "JSON decode error",
                     "input": {},
-                    "ctx": {"error": "nested too deeply"},
+                    "ctx": {"error": f"integer {exc.text[:40]} is outside the 64-bit range"},
                 }
             ],
             None,
         ) from None
+    # Only a body with many brackets can be deep: the walk is skipped for the usual ones.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
+        raise _too_deep()
+    return value
+
+
+class _OutOfRange(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _int64(text: str) -> int:
+    """JSON integers as signed 64-bit values: what SQL parameters, orjson and every reply
+    can carry (a larger one would fail far from here, after the request was accepted)."""
+    try:
+        value = int(text)
+    except ValueError:  # more digits than Python converts
+        raise _OutOfRange(text) from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _OutOfRange(text)
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON nests deeper than `limit` (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ["body", 0],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": f"nested more than {MAX_DEPTH} levels deep"},
+            }
+        ],
+        None,
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -81,6 +81,7 @@ class EmbeddedNats:
         extra_args: list[str] | None = None,
         *,
         sync_interval: str | None = DEFAULT_SYNC_INTERVAL,
+        max_payload: int | None = None,
         config: Path | None = None,
     ) -> None:
         self.store_dir = store_dir
@@ -90,6 +91,8 @@ class EmbeddedNats:
         self.port = port or free_port()
         self.extra_args = extra_args or []
         self.sync_interval = sync_interval
+        # nats-server's own default (1 MiB) unless given; it has no command-line flag either.
+        self.max_payload = max_payload
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,12 +100,12 @@ class EmbeddedNats:
         return None if self._process is None else self._process.pid
 
     def _config_file(self) -> Path:
-        """The JetStream part of the configuration (sync_interval has no command-line flag)."""
-        lines = []
+        """The configuration that has no command-line flags: JetStream's, max_payload."""
+        lines = [] if self.max_payload is None else [f"max_payload: {self.max_payload}"]
         if self.config is not None:
             # nats-server resolves an include against the including file's directory.
             included = os.path.relpath(self.config.resolve(), self.store_dir.resolve())
-            lines.append(f"include {_quoted(included)}")
+            lines.insert(0, f"include {_quoted(included)}")
         lines += ["jetstream {", f"  store_dir: {_quoted(str(self.store_dir))}"]
         if self.sync_interval is not None:
             lines.append(f"  sync_interval: {_quoted(self.sync_interval)}")

@@ -37,4 +37,10 @@ def json_reply(status: int, body: Any, position: int | None = None) -> Reply:
 
 
 def error_reply(error: FlowsError, position: int | None = None) -> Reply:
-    return Reply(error.status, orjson.dumps(error.body()), position, error.summary())
+    try:
+        body = orjson.dumps(error.body())
+    except orjson.JSONEncodeError:
+        # The body echoes the request (a 422's input), which JSON cannot always carry back:
+        # say what failed rather than leave the requester without a reply.
+        body = orjson.dumps({"detail": error.summary()})
+    return Reply(error.status, body, position, error.summary())
