@@ -8,14 +8,18 @@ type and a well-formed JSON event of the wrong shape on `P.events.<uuid>` betwee
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
+import nats
 import orjson
 from nats.aio.client import Client as NatsClient
 
 from services.client import FlowsClient
+from services.embedded import EmbeddedNats
 from services.settings import Settings
 from tests.integration.conftest import catch_up
+from tests.processes import ServiceProcess, new_target, run_flows, wait_for_checkpoint
 
 
 def event_json(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -96,3 +100,27 @@ async def test_stats_rejects_a_malformed_request_with_422(
     for body in ({"parked_limit": -1}, {"unknown": 1}, [1]):
         reply = await client.request("audit.stats", body)
         assert reply.status == 422, (body, reply)
+
+
+async def test_flows_stats_reports_a_parked_message_of_a_running_service(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    target = new_target(nats_server.url, tmp_path)
+    async with ServiceProcess(target) as service:
+        await service.start()
+        ok = await run_flows(target, "stats")
+        assert ok.returncode == 0 and "status: ok" in ok.stdout, str(ok)
+        nc = await nats.connect(target.nats_url)
+        try:
+            subject = f"{target.prefix}.events.{uuid.uuid4()}"
+            ack = await nc.jetstream().publish(subject, b"garbage", stream=target.stream)
+            await wait_for_checkpoint(target.database, ack.seq)
+        finally:
+            await nc.close()
+        text = await run_flows(target, "stats")
+        as_json = await run_flows(target, "stats", "--json")
+        await service.stop()
+    assert text.returncode == 0 and "status: degraded" in text.stdout, str(text)
+    assert f"position {ack.seq} on {subject}: not JSON" in text.stdout, str(text)
+    body = as_json.json()
+    assert body["parked"][0]["position"] == ack.seq and body["lag"] == 0, body
