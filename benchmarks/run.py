@@ -158,7 +158,11 @@ async def _prefect(args: argparse.Namespace, workdir: Path, results: Results) ->
         return
     import httpx
 
-    child, api = start_prefect(cli, workdir / "prefect")
+    try:
+        child, api = start_prefect(cli, workdir / "prefect")
+    except RuntimeError as exc:
+        results.prefect_note = f"Prefect not measured: {exc}"
+        return
     try:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         async with httpx.AsyncClient(base_url=api, limits=limits, timeout=60) as client:
@@ -171,6 +175,11 @@ async def _prefect(args: argparse.Namespace, workdir: Path, results: Results) ->
                     _progress(f"prefect {operation} x{flight}", measured)
         results.rss["Prefect server after its run"] = peak_rss_mb(child.pid)
         results.prefect_note = "Prefect 3.9.1 server on SQLite, measured in this run"
+    except httpx.HTTPError as exc:
+        results.prefect_note = (
+            f"Prefect measured only in part: {type(exc).__name__} {exc} "
+            f"(its log: {workdir / 'prefect' / 'server.log'})"
+        )
     finally:
         child.stop()
 
