@@ -19,6 +19,7 @@ SQLite cannot rename an index, so a rebuilt set keeps its build-time index names
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -115,19 +116,32 @@ async def _build(
     progress: Progress | None,
     end: int,
 ) -> tuple[int, int]:
-    """Fill the new table set up to (nearly) the log's end; (position reached, messages)."""
+    """Fill the new table set up to (nearly) the log's end; (position reached, messages).
+
+    The next page is read from the log while the current one is written (SQLite and asyncpg
+    work outside the event loop), so reading and writing overlap.
+    """
     position = messages = 0
+    batch = await event_log.read(position, page)
     while True:
-        batch = await event_log.read(position, page)
-        if batch:
-            async with engine.begin() as conn:
-                await apply_messages(conn, subjects, batch, building)
-            position = batch[-1].position
-            messages += len(batch)
-            if progress is not None:
-                progress(position, max(end, position))
-        if len(batch) < page:  # within one page of the end: the rest goes in the swap
+        ahead = None
+        if len(batch) == page:
+            ahead = asyncio.ensure_future(event_log.read(batch[-1].position, page))
+        try:
+            if batch:
+                async with engine.begin() as conn:
+                    await apply_messages(conn, subjects, batch, building)
+                position = batch[-1].position
+                messages += len(batch)
+                if progress is not None:
+                    progress(position, max(end, position))
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is None:  # within one page of the end: the rest goes in the swap
             return position, messages
+        batch = await ahead
 
 
 async def _swap(
