@@ -2,7 +2,7 @@
 
 1. Build: a second table set (`rebuild_flow`, ...) is filled from the log with the projector's
    own apply code, in short transactions, while the live projector and queries carry on.
-2. Catch up: keep reading until the log's end is within one page.
+2. Catch up: keep reading until the log's end is within `SWAP_TAIL` messages.
 3. Swap, in ONE short transaction that first takes the live projector's checkpoint lock: apply
    the final tail (so the new set reaches at least the live checkpoint), rename the live tables
    away, rename the new ones in, move the checkpoint. Both SQLite and PostgreSQL have
@@ -51,6 +51,10 @@ RETIRED_PREFIX = "retired_"
 # Messages per build transaction: big enough for executemany to pay, small enough that the
 # live projector (which needs SQLite's one write lock too) waits only milliseconds.
 PAGE = 2000
+
+# The build stops when a read brings at most this many messages: the rest, applied inside the
+# swap transaction, is short, and so is the time the live projector waits.
+SWAP_TAIL = 100
 
 # Called at named stages ("built", "swapping"): progress for people, fault injection for tests.
 Stage = Callable[[str], Awaitable[None]]
@@ -139,9 +143,12 @@ async def _build(
             if ahead is not None:
                 ahead.cancel()
             raise
-        if ahead is None:  # within one page of the end: the rest goes in the swap
+        if ahead is not None:
+            batch = await ahead
+        elif len(batch) <= SWAP_TAIL:  # at the end, give or take: the rest goes in the swap
             return position, messages
-        batch = await ahead
+        else:  # a short page, but the log grew meanwhile: catch up outside the lock
+            batch = await event_log.read(position, page)
 
 
 async def _swap(
