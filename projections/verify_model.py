@@ -12,30 +12,13 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.tables import (
-    deployment,
-    flow,
-    flow_run,
-    flow_tag,
-    parked_event,
-    task_run,
-    work_pool,
-    work_queue,
-)
+from projections.tables import LIVE
 from projections.verify import Finding
 
 __all__ = ["COMPARED_TABLES", "ModelRows", "compare_models", "read_model_rows"]
 
-COMPARED_TABLES: tuple[Table, ...] = (
-    flow,
-    flow_tag,
-    work_pool,
-    work_queue,
-    deployment,
-    flow_run,
-    task_run,
-    parked_event,
-)
+# Every table the projector writes (the live set).
+COMPARED_TABLES: tuple[Table, ...] = LIVE.tables
 
 ModelRows = dict[str, dict[tuple[Any, ...], dict[str, Any]]]
 
@@ -105,8 +88,8 @@ def _row_finding(
         )
         problem = f"table {table.name}, row ({shown_key}): {changes}"
     row = replayed or live or {}
-    position = row.get("version") if table is flow else row.get("position")
-    flow_id = row.get("id") if table is flow else row.get("flow_id")
+    position = row.get("version") if table is LIVE.flow else row.get("position")
+    flow_id = row.get("id") if table is LIVE.flow else row.get("flow_id")
     return Finding(
         kind="model-differs",
         position=position if isinstance(position, int) else None,
