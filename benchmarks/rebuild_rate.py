@@ -60,7 +60,7 @@ async def measure(nc: nats.NATS, stream: str, last: int, events: int, engine: As
         f"({last / projected:7.0f} messages/s, {projected:6.1f} s)"
     )
     print(
-        f"{backend:10s} online rebuild: {events / report.elapsed_s:8.0f} events/s "
+        f"{backend:10s} online rebuild: {report.event_rate:8.0f} events/s "
         f"({report.rate:7.0f} messages/s, {report.elapsed_s:6.1f} s, "
         f"{report.messages} messages to position {report.position}); "
         f"swap held the live projector {report.swap_s * 1000:.0f} ms"

@@ -23,14 +23,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import MetaData, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.log import EventLog
+from events.log import EventLog, StoredMessage
 from events.subjects import Subjects
 from projections.projector import apply_messages, lock_checkpoint, move_checkpoint
 from projections.store import create_schema
@@ -64,6 +64,7 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
     messages: int  # log messages read and applied into the new table set
+    events: int  # of which events (the rest: name markers, stored replies)
     position: int  # the log position the swapped-in model has applied
     elapsed_s: float
     swap_s: float  # how long the swap transaction held the live projector's lock
@@ -71,6 +72,28 @@ class RebuildReport:
     @property
     def rate(self) -> float:
         return self.messages / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def event_rate(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s else 0.0
+
+
+@dataclass
+class _Tally:
+    messages: int = 0
+    events: int = 0
+
+
+async def _apply(
+    conn: AsyncConnection,
+    subjects: Subjects,
+    batch: Sequence[StoredMessage],
+    building: ReadModelTables,
+    tally: _Tally,
+) -> None:
+    await apply_messages(conn, subjects, batch, building)
+    tally.messages += len(batch)
+    tally.events += sum(1 for message in batch if subjects.flow_id_of(message.subject))
 
 
 async def rebuild_online(
@@ -92,23 +115,24 @@ async def rebuild_online(
         await conn.run_sync(building.metadata.create_all)
     try:
         end = await event_log.last_position()
-        position, messages = await _build(
-            engine, event_log, subjects, building, page, progress, end
-        )
+        tally = _Tally()
+        position = await _build(engine, event_log, subjects, building, page, progress, end, tally)
         if stage is not None:
             await stage("built")
         swap_started = time.perf_counter()
         async with engine.begin() as conn:
-            position, tail = await _swap(conn, event_log, subjects, building, position, page, stage)
+            position = await _swap(
+                conn, event_log, subjects, building, position, page, stage, tally
+            )
         swap_s = time.perf_counter() - swap_started
-        messages += tail
     except BaseException:
         await _drop_quietly(engine, building)
         raise
     if progress is not None:
         progress(position, max(end, position))
     await _drop_retired(engine)
-    return RebuildReport(messages, position, time.perf_counter() - started, swap_s)
+    elapsed = time.perf_counter() - started
+    return RebuildReport(tally.messages, tally.events, position, elapsed, swap_s)
 
 
 async def _build(
@@ -119,13 +143,14 @@ async def _build(
     page: int,
     progress: Progress | None,
     end: int,
-) -> tuple[int, int]:
-    """Fill the new table set up to (nearly) the log's end; (position reached, messages).
+    tally: _Tally,
+) -> int:
+    """Fill the new table set up to (nearly) the log's end; the position reached.
 
     The next page is read from the log while the current one is written (SQLite and asyncpg
     work outside the event loop), so reading and writing overlap.
     """
-    position = messages = 0
+    position = 0
     batch = await event_log.read(position, page)
     while True:
         ahead = None
@@ -134,9 +159,8 @@ async def _build(
         try:
             if batch:
                 async with engine.begin() as conn:
-                    await apply_messages(conn, subjects, batch, building)
+                    await _apply(conn, subjects, batch, building, tally)
                 position = batch[-1].position
-                messages += len(batch)
                 if progress is not None:
                     progress(position, max(end, position))
         except BaseException:
@@ -146,7 +170,7 @@ async def _build(
         if ahead is not None:
             batch = await ahead
         elif len(batch) <= SWAP_TAIL:  # at the end, give or take: the rest goes in the swap
-            return position, messages
+            return position
         else:  # a short page, but the log grew meanwhile: catch up outside the lock
             batch = await event_log.read(position, page)
 
@@ -159,7 +183,8 @@ async def _swap(
     position: int,
     page: int,
     stage: Stage | None,
-) -> tuple[int, int]:
+    tally: _Tally,
+) -> int:
     # Take the live projector's lock first: a write to the checkpoint row holds SQLite's write
     # lock (and the row lock on PostgreSQL) until commit, so no live batch lands in between.
     await conn.execute(
@@ -168,13 +193,11 @@ async def _swap(
         .values(position=checkpoint.c.position)
     )
     live = await lock_checkpoint(conn)
-    tail = 0
     while True:  # the final tail: everything appended since the build's last page
         batch = await event_log.read(position, page)
         if batch:
-            await apply_messages(conn, subjects, batch, building)
+            await _apply(conn, subjects, batch, building, tally)
             position = batch[-1].position
-            tail += len(batch)
         if len(batch) < page:
             break
     if position < live:
@@ -193,7 +216,7 @@ async def _swap(
     log.info(
         "swapped in the rebuilt read model at log position %d (live was at %d)", position, live
     )
-    return position, tail
+    return position
 
 
 async def _swap_sqlite(conn: AsyncConnection, building: ReadModelTables) -> None:

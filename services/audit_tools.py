@@ -168,8 +168,9 @@ async def _rebuild(settings: Settings, err: TextIO) -> int:
         await nc.close()
         await engine.dispose()
     err.write(
-        f"rebuilt the read model from {report.messages} log messages (up to position "
-        f"{report.position}) in {report.elapsed_s:.2f}s ({report.rate:.0f} messages/s); "
+        f"rebuilt the read model from {report.messages} log messages, {report.events} of them "
+        f"events (up to position {report.position}) in {report.elapsed_s:.2f}s "
+        f"({report.event_rate:.0f} events/s, {report.rate:.0f} messages/s); "
         f"the swap held the live projector for {report.swap_s * 1000:.0f} ms\n"
     )
     return 0
