@@ -16,7 +16,7 @@ from services.health import HealthReporter
 from services.nats_options import broker_security
 from services.replies import Reply
 from services.runtime import Runtime
-from services.settings import Settings
+from services.settings import Settings, redact_url
 
 __all__ = ["create_app"]
 
@@ -34,6 +34,28 @@ async def _raw(message: NatsMessage) -> NatsMessage:
     return message
 
 
+def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[str, Any]:
+    """Callbacks that say in the log when the request connection drops and comes back: while
+    it is down the service has no subscriptions, and requesters get NATS's no-responders."""
+    where = redact_url(settings.nats_url)
+
+    async def on_error(error: Exception) -> None:
+        log.warning("NATS request connection at %s: %s", where, error or repr(error))
+
+    async def on_disconnect() -> None:
+        if not closed():  # not our own close at shutdown
+            log.warning("NATS request connection lost; reconnecting to %s", where)
+
+    async def on_reconnect() -> None:
+        log.info("NATS request connection re-established; subscriptions restored")
+
+    return {
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+    }
+
+
 def create_app(settings: Settings) -> FastStream:
     broker = NatsBroker(
         settings.nats_url,
@@ -47,6 +69,8 @@ def create_app(settings: Settings) -> FastStream:
         graceful_timeout=15.0,
         # The same authentication and TLS as the service's other connections.
         security=broker_security(settings),
+        # `broker` is bound by the time NATS calls back.
+        **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
     # The health reporter reads the read model and the log by itself (services/health.py).
     runtime, health = Runtime(settings), HealthReporter(settings, lambda: broker.connection)

@@ -12,7 +12,7 @@ from events.errors import LogUnavailable
 from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
 from services.fault_injection import install_from_env as install_fault_injection
-from services.settings import Settings
+from services.settings import Settings, redact_url
 
 __all__ = ["before_run", "serve"]
 
@@ -42,13 +42,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             log.error(
                 "nothing answers at %s (FLOWS_NATS_URL / --nats-url); start NATS there, or "
                 "leave the setting out to run an embedded nats-server",
-                settings.nats_url,
+                redact_url(settings.nats_url),
             )
             return 3
         # The default URL: run nats-server ourselves, where the URL says.
         port = urlparse(settings.nats_url).port or 4222
         embedded = EmbeddedNats(settings.data_dir / "nats", port=port)
-        log.info("no NATS at %s: starting an embedded nats-server", settings.nats_url)
+        log.info(
+            "no NATS at %s: starting an embedded nats-server", redact_url(settings.nats_url)
+        )
         try:
             await asyncio.to_thread(embedded.start)
         except (OSError, RuntimeError) as exc:
@@ -59,7 +61,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # settings that cannot work, e.g. an unreadable TLS file
+        log.error("the flows service could not start: %s", exc)
+        return 3
     try:
         await app.start()
     except (LogUnavailable, OSError) as exc:
