@@ -25,7 +25,7 @@ from projections.rebuild import rebuild_online
 from services.audit import recorded_json
 from services.progress import LogProgress
 from services.runtime import connect_nats, create_engine
-from services.settings import Settings
+from services.settings import Settings, redact_url
 
 __all__ = ["ReplayFilter", "parse_replay_filter", "rebuild", "replay"]
 
@@ -73,7 +73,7 @@ def parse_replay_filter(
 def _unreachable(tool: str, settings: Settings, exc: BaseException, err: TextIO) -> int:
     err.write(
         f"flows {tool}: cannot read the event log (stream {settings.stream} at "
-        f"{settings.nats_url}): {exc or type(exc).__name__}\n"
+        f"{redact_url(settings.nats_url)}): {exc or type(exc).__name__}\n"
         "check --nats-url/FLOWS_NATS_URL and --stream/FLOWS_STREAM\n"
     )
     return 3

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
 import orjson
 from nats.aio.client import Client
 
-from services.settings import Settings
+from services.nats_options import connect_options
+from services.settings import Settings, redact_url
 
 __all__ = [
     "AsOf",
@@ -142,13 +142,15 @@ class FlowsClient:
                     reconnect_time_wait=0,
                     error_cb=remember,
                     name="flows-client",
+                    # The same authentication and TLS as the service's connections.
+                    **connect_options(settings),
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             cause = causes[-1] if causes else exc
             raise ServiceUnreachable(
-                f"cannot connect to NATS at {_redact(url)} ({_describe(cause)}): start the service "
-                "with `flows serve` (it starts an embedded nats-server when nothing runs on the "
-                "default URL), or point --nats-url / FLOWS_NATS_URL at your NATS server"
+                f"cannot connect to NATS at {redact_url(url)} ({_describe(cause)}): start the "
+                "service with `flows serve` (it starts an embedded nats-server when nothing runs "
+                "on the default URL), or point --nats-url / FLOWS_NATS_URL at your NATS server"
             ) from exc
         return cls(nc, settings.subject_prefix, timeout=request_timeout, owns_connection=True)
 
@@ -374,7 +376,7 @@ class FlowsClient:
 
     def _server(self) -> str:
         url = self._nc.connected_url
-        return _redact(url.geturl()) if url is not None else "NATS"
+        return redact_url(url.geturl()) if url is not None else "NATS"
 
 
 def _parse_reply(subject: str, data: bytes, headers: Mapping[str, str]) -> Reply:
@@ -435,12 +437,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
-
-def _redact(url: str) -> str:
-    """Drop credentials from a server URL before it goes into a message."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}:{parts.port}" if parts.port else f"***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -38,7 +38,7 @@ from projections.verify_log import LogAudit
 from projections.verify_model import ModelRows, compare_models, read_model_rows
 from services.progress import LogProgress
 from services.runtime import connect_nats, create_engine
-from services.settings import Settings
+from services.settings import Settings, redact_url
 
 __all__ = ["run_verify", "verify"]
 
@@ -58,7 +58,7 @@ async def verify(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> i
     except (LogUnavailable, NatsError, OSError, SQLAlchemyError) as exc:
         err.write(
             f"flows verify: cannot read the event log (stream {settings.stream} at "
-            f"{settings.nats_url}) or the read model: {exc or type(exc).__name__}\n"
+            f"{redact_url(settings.nats_url)}) or the read model: {exc or type(exc).__name__}\n"
             "check --nats-url/FLOWS_NATS_URL, --stream/FLOWS_STREAM and "
             "--database-url/FLOWS_DATABASE_URL\n"
         )
