@@ -18,10 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from nats.errors import Error as NatsError
-from sqlalchemy import event, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -31,7 +31,7 @@ from events.jetstream import JetStreamLog
 from events.log import StoredMessage
 from events.subjects import Subjects
 from projections.projector import apply_batch
-from projections.store import create_schema, read_checkpoint
+from projections.store import configure_engine, create_schema, read_checkpoint
 from projections.tables import checkpoint
 from projections.verify import Finding, VerifyReport, render_report
 from projections.verify_log import LogAudit
@@ -136,18 +136,9 @@ async def _read_live_model(
 
 
 def _scratch_engine(path: Path) -> AsyncEngine:
-    """A throwaway SQLite read model: no durability needed (it is deleted after the run), but
-    the live model's foreign-key behaviour."""
+    """A throwaway SQLite read model, deleted after the run."""
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=MEMORY")
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
+    configure_engine(engine, scratch=True)
     return engine
 
 

@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 
 from services.client import FlowsClient, Reply, ServiceUnreachable
 from services.embedded import EmbeddedNats, free_port
+from tests.integration.bursts import Sent, command_ids, log_events, send
 from tests.processes import (
     ServiceProcess,
     Target,
@@ -60,11 +61,6 @@ async def nc(target: Target) -> AsyncIterator[NatsClient]:
         await client.close()
 
 
-async def log_events(client: FlowsClient) -> list[dict[str, Any]]:
-    """Every event of the log, in log order, through the audit subject (read from JetStream)."""
-    return [event async for event in client.iter_events()]
-
-
 async def log_end(nc: NatsClient, stream: str) -> int:
     """The stream's last sequence: the position a caught-up read model has applied."""
     info = await nc.jetstream().stream_info(stream)
@@ -82,10 +78,6 @@ async def caught_up(client: FlowsClient, position: int) -> None:
     """Until the service's read model has applied the log up to `position`."""
     reply = await client.count(min_position=position, wait_ms=10_000)
     assert reply.status == 200, reply
-
-
-def command_ids(events: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(event["metadata"].get("command_id") for event in events)
 
 
 # -- two processes in one queue group ----------------------------------------------------------
@@ -185,23 +177,6 @@ class TestTwoServicesInOneQueueGroup:
 
 
 # -- a crash in the middle of a burst ----------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    """A command sent with a Nats-Msg-Id, and its reply if one came back."""
-
-    operation: str
-    args: tuple[Any, ...]
-    reply: Reply | None = None
-
-
-async def send(client: FlowsClient, msg_id: str, sent: Sent) -> Reply:
-    if sent.operation == "create":
-        name, tags, labels = sent.args
-        return await client.create(name, tags=tags, labels=labels, msg_id=msg_id)
-    flow_id, tags = sent.args
-    return await client.update(flow_id, tags=tags, msg_id=msg_id)
 
 
 class TestKill9DuringABurst:
