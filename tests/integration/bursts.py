@@ -10,17 +10,19 @@ acknowledged (a broker-restart test: what a careful client does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.client import FlowsClient, Reply, ServiceUnreachable
 
-__all__ = ["Burst", "Sent", "command_ids", "log_events"]
+__all__ = ["Burst", "Sent", "assert_exactly_once", "command_ids", "log_events", "workers"]
 
 
 @dataclass
@@ -113,6 +115,22 @@ class Burst:
             # A client's retry policy (jittered backoff), not a synchronisation.
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.5)
+
+
+@contextlib.asynccontextmanager
+async def workers(burst: Burst, count: int = 6) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """`count` workers of the burst; on exit they are stopped and none may have failed."""
+    tasks = [asyncio.create_task(burst.worker(n)) for n in range(count)]
+    try:
+        yield tasks
+    finally:
+        burst.stop.set()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [o for o in outcomes if not isinstance(o, asyncio.CancelledError | None)]
+        assert not failures, failures
 
 
 async def assert_exactly_once(client: FlowsClient, burst: Burst) -> list[dict[str, Any]]:

@@ -6,12 +6,11 @@ and the live read model equals a rebuild from the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -21,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from services.client import FlowsClient
 from services.embedded import EmbeddedNats
 from services.fault_injection import KILL_IN_PROJECTOR_BATCH
-from tests.integration.bursts import Burst, assert_exactly_once
+from tests.integration.bursts import Burst, assert_exactly_once, workers
 from tests.processes import (
     ServiceProcess,
     Target,
@@ -43,21 +42,6 @@ async def log_end(nc: NatsClient, stream: str) -> int:
 async def caught_up(client: FlowsClient, position: int) -> None:
     reply = await client.count(min_position=position, wait_ms=15_000)
     assert reply.status == 200, reply
-
-
-@contextlib.asynccontextmanager
-async def workers(burst: Burst) -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks = [asyncio.create_task(burst.worker(n)) for n in range(WORKERS)]
-    try:
-        yield tasks
-    finally:
-        burst.stop.set()
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        failures = [o for o in outcomes if not isinstance(o, asyncio.CancelledError | None)]
-        assert not failures, failures
 
 
 async def assert_equals_rebuild(target: Target, nc: NatsClient, tmp_path: Path) -> None:
@@ -86,7 +70,7 @@ class TestKillInsideAProjectorBatch:
                 lock = sqlite3.connect(target.database, timeout=10, isolation_level=None)
                 try:
                     lock.execute("BEGIN IMMEDIATE")
-                    async with workers(burst) as tasks:
+                    async with workers(burst, WORKERS) as tasks:
                         await burst.until_acknowledged(40, timeout_s=20)
                         lock.execute("ROLLBACK")
                         # The batch dies mid-way; the workers meet the dead service.
@@ -127,7 +111,7 @@ class TestBrokerRestart:
         client = FlowsClient(nc, target.prefix, timeout=3.0)
         burst = Burst(client, retry=True)
         try:
-            async with ServiceProcess(target) as service, workers(burst):
+            async with ServiceProcess(target) as service, workers(burst, WORKERS):
                 await service.start()
                 await burst.until_acknowledged(40, timeout_s=20)
                 server.kill()  # a crash of the broker, mid-burst

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 import signal
 import sqlite3
 import time
 import urllib.request
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,9 +26,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from services.client import FlowsClient, Reply, ServiceUnreachable
+from services.client import FlowsClient, Reply
 from services.embedded import EmbeddedNats, free_port
-from tests.integration.bursts import Sent, command_ids, log_events, send
+from tests.integration.bursts import Burst, assert_exactly_once, log_events, workers
 from tests.processes import (
     ServiceProcess,
     Target,
@@ -183,82 +181,27 @@ class TestKill9DuringABurst:
     async def test_acknowledged_commands_survive_exactly_once_and_retries_get_the_same_reply(
         self, target: Target, nc: NatsClient, tmp_path: Path
     ) -> None:
-        clients, acknowledged_before_kill = 6, 90
-        sent: dict[str, Sent] = {}
-        acknowledged = asyncio.Event()
-        client = FlowsClient(nc, target.prefix, timeout=5.0)
-
-        async def burst(worker: int) -> None:
-            own: list[str] = []
-            for step in itertools.count():
-                msg_id = f"w{worker}-{step}-{uuid.uuid4().hex[:8]}"
-                if step % 3 == 0 or not own:
-                    labels = {"worker": worker, "step": step, "ok": True}
-                    command = Sent("create", (f"burst-{worker}-{step}", [f"w{worker}"], labels))
-                else:
-                    command = Sent("update", (own[step % len(own)], [f"s{step}", f"w{worker}"]))
-                sent[msg_id] = command
-                try:
-                    command.reply = await send(client, msg_id, command)
-                except ServiceUnreachable:
-                    return  # the service is gone: this command's fate is unknown
-                assert command.reply.ok, (msg_id, command)
-                if command.operation == "create":
-                    own.append(command.reply.body["id"])
-                if sum(1 for s in sent.values() if s.reply) >= acknowledged_before_kill:
-                    acknowledged.set()
+        acknowledged_before_kill = 90
+        # Workers give up at the first unreachable service: the command in flight at the kill
+        # has an unknown fate.
+        burst = Burst(FlowsClient(nc, target.prefix, timeout=5.0), retry=False)
 
         service = ServiceProcess(target, "serve-1")
         async with service:
             await service.start()
-            workers = [asyncio.create_task(burst(i)) for i in range(clients)]
-            enough = asyncio.create_task(acknowledged.wait())
-            await asyncio.wait([enough, *workers], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            reached = enough.done()
-            service.kill()
-            # A request in flight at the kill can never be answered now: stop waiting for it.
-            for task in [enough, *workers]:
-                task.cancel()
-            outcomes = await asyncio.gather(*workers, return_exceptions=True)
-            failures = [o for o in outcomes if not isinstance(o, asyncio.CancelledError | None)]
-            assert not failures, failures
-            assert reached, "too few commands were acknowledged within 30 s"
+            async with workers(burst):
+                await burst.until_acknowledged(acknowledged_before_kill, timeout_s=30)
+                service.kill()
 
-        answered = {msg_id: s for msg_id, s in sent.items() if s.reply is not None}
-        unknown = {msg_id: s for msg_id, s in sent.items() if s.reply is None}
-        assert len(answered) >= acknowledged_before_kill
-        assert unknown, "the commands in flight at the kill got no reply"
+        assert len(burst.acknowledged) >= acknowledged_before_kill
+        assert burst.unknown, "the commands in flight at the kill got no reply"
 
         async with ServiceProcess(target, "serve-2") as restarted:
             await restarted.start()  # same data dir: the read model catches up from its checkpoint
             retry = FlowsClient(nc, target.prefix, timeout=10.0)
-
-            # Every acknowledged command is in the log exactly once; an unanswered one at most once.
-            counts = command_ids(await log_events(retry))
-            for msg_id, command in answered.items():
-                assert counts[msg_id] == 1, (msg_id, command, counts[msg_id])
-            for msg_id, command in unknown.items():
-                assert counts[msg_id] <= 1, (msg_id, command, counts[msg_id])
-
-            # Retried with the same Nats-Msg-Id: the original reply, or (unanswered) applied once.
-            again = await asyncio.gather(*(send(retry, m, s) for m, s in sent.items()))
-            retried = dict(zip(sent, again, strict=True))
-            for msg_id, command in answered.items():
-                original, repeated = command.reply, retried[msg_id]
-                assert original is not None
-                assert (repeated.status, repeated.body, repeated.position) == (
-                    original.status,
-                    original.body,
-                    original.position,
-                ), (msg_id, command.operation)
-            for msg_id in unknown:
-                assert retried[msg_id].ok, (msg_id, retried[msg_id])
-
-            events = await log_events(retry)
-            counts = command_ids(events)
-            assert all(counts[msg_id] == 1 for msg_id in sent), {
-                m: counts[m] for m in sent if counts[m] != 1
-            }
+            # Every acknowledged command is in the log exactly once; retried with the same
+            # Nats-Msg-Id, each gets its original reply, or (unanswered) is applied once.
+            events = await assert_exactly_once(retry, burst)
             end = await log_end(nc, target.stream)
             await caught_up(retry, end)
             await restarted.stop()
