@@ -15,7 +15,23 @@ from typing import Any
 
 import orjson
 
-__all__ = ["NameMarker", "StoredReply"]
+__all__ = ["MalformedRecord", "NameMarker", "StoredReply"]
+
+
+class MalformedRecord(ValueError):
+    """A message on a bookkeeping subject that is not a valid record: put there around the
+    service (it never writes one). Readers act on the latest valid record instead, and
+    `flows verify` reports it."""
+
+
+def _fields(payload: bytes, kind: str) -> dict[str, Any]:
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRecord(f"not a {kind}: not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise MalformedRecord(f"not a {kind}: a JSON {type(raw).__name__}, not an object")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +46,11 @@ class NameMarker:
 
     @classmethod
     def decode(cls, payload: bytes) -> NameMarker:
-        raw = orjson.loads(payload)
-        return cls(name=str(raw["name"]), flow_id=str(raw["flow_id"]), held=bool(raw["held"]))
+        raw = _fields(payload, "name claim")
+        name, flow_id, held = raw.get("name"), raw.get("flow_id"), raw.get("held")
+        if not (isinstance(name, str) and isinstance(flow_id, str) and isinstance(held, bool)):
+            raise MalformedRecord("not a name claim: needs string name and flow_id, bool held")
+        return cls(name=name, flow_id=flow_id, held=held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +78,22 @@ class StoredReply:
 
     @classmethod
     def decode(cls, payload: bytes, own_position: int) -> StoredReply:
-        raw = orjson.loads(payload)
-        position = raw.get("position")
+        raw = _fields(payload, "stored reply")
+        command_id, operation = raw.get("command_id"), raw.get("operation")
+        status, position = raw.get("status"), raw.get("position")
+        if not (
+            isinstance(command_id, str)
+            and isinstance(operation, str)
+            and type(status) is int
+            and (position is None or type(position) is int)
+        ):
+            raise MalformedRecord(
+                "not a stored reply: needs string command_id and operation, integer status"
+            )
         return cls(
-            command_id=str(raw["command_id"]),
-            operation=str(raw["operation"]),
-            status=int(raw["status"]),
+            command_id=command_id,
+            operation=operation,
+            status=status,
             body=raw.get("body"),
-            position=own_position if position is None else int(position),
+            position=own_position if position is None else position,
         )

@@ -27,7 +27,7 @@ from events.errors import ConcurrencyConflict, FlowNotFound, MalformedEvent
 from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
 from events.model import EventType, decode_event, encode_event, flow_document
-from events.records import NameMarker, StoredReply
+from events.records import MalformedRecord, NameMarker, StoredReply
 from events.rules import FlowState, decide_create, decide_delete, decide_update, evolve
 from events.subjects import Subjects
 from events.timefmt import utcnow
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # A flow's events read back to answer a create with its stored row; far above any real flow's.
 _MAX_FLOW_EVENTS = 1_000_000
+# The messages of one bookkeeping subject read back past garbage (a name's claims over time).
+_MAX_RECORDS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,20 @@ class FlowWriter:
 
     # -- stored replies ----------------------------------------------------------------------
     async def stored_reply(self, command_id: str) -> StoredReply | None:
-        message = await self._log.last(self._subjects.reply(command_id))
-        return StoredReply.decode(message.data, message.position) if message else None
+        subject = self._subjects.reply(command_id)
+        message = await self._log.last(subject)
+        if message is None:
+            return None
+        try:
+            return StoredReply.decode(message.data, message.position)
+        except MalformedRecord:
+            pass
+        # Not a stored reply (written around the service; `flows verify` reports it): the
+        # first valid one on the subject is the command's reply, as the first always wins.
+        for earlier in await self._log.read(0, _MAX_RECORDS, subject):
+            with contextlib.suppress(MalformedRecord):
+                return StoredReply.decode(earlier.data, earlier.position)
+        return None
 
     async def store_reply(self, reply: StoredReply) -> StoredReply:
         """Keep the reply of a command that appended no event; the first stored reply wins."""
@@ -166,10 +180,9 @@ class FlowWriter:
 
         async def plan() -> _Plan | CommandResult | StoredReply | None:
             marker_message = await self._log.last(name_subject)
-            if marker_message is not None:
-                marker = NameMarker.decode(marker_message.data)
-                if marker.held:
-                    return await self._existing(marker.flow_id, command_id)
+            marker = await self._latest_claim(marker_message)
+            if marker is not None and marker.held:
+                return await self._existing(marker.flow_id, command_id)
             flow_id, now = self._new_id(), self._clock()
             event = decide_create(
                 name=name,
@@ -191,6 +204,23 @@ class FlowWriter:
 
         async with self._locks.hold(name_subject):
             return await self._run(f"create of flow name {name!r}", command_id, plan)
+
+    async def _latest_claim(self, last: StoredMessage | None) -> NameMarker | None:
+        """The latest valid claim on a name's subject, whose latest message is `last`.
+
+        A message there that is not a claim (written around the service; `flows verify`
+        reports it) must not make the name unusable: the name is as the latest valid claim
+        left it, and the next claim guards on the message really there."""
+        if last is None:
+            return None
+        try:
+            return NameMarker.decode(last.data)
+        except MalformedRecord:
+            pass
+        for earlier in reversed(await self._log.read(0, _MAX_RECORDS, last.subject)):
+            with contextlib.suppress(MalformedRecord):
+                return NameMarker.decode(earlier.data)
+        return None
 
     async def _existing(
         self, flow_id: str, command_id: str | None

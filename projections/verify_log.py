@@ -17,6 +17,7 @@ from events.chain import digest
 from events.errors import MalformedEvent
 from events.log import StoredMessage
 from events.model import RecordedEvent, decode_event
+from events.records import MalformedRecord, NameMarker, StoredReply
 from events.subjects import Subjects
 from projections.verify import Finding
 
@@ -68,6 +69,8 @@ class LogAudit:
             flow_id = self._subjects.flow_id_of(message.subject)
             if flow_id is not None:
                 self._event(message, flow_id)
+            else:
+                self._record(message)
 
     def finish(self, last_position: int) -> list[str]:
         """Close the walk at the stream's last sequence; return the notes worth reporting."""
@@ -151,6 +154,33 @@ class LogAudit:
                 action=action,
             )
         )
+
+    # -- bookkeeping records -------------------------------------------------------------------
+    def _record(self, message: StoredMessage) -> None:
+        """A name claim or stored reply must be one: anything else there was written around
+        the service (for instance a reply a client directed there, before replies were
+        checked). The writer skips it, acting on the latest valid record."""
+        prefix = self._subjects.prefix
+        try:
+            if message.subject.startswith(f"{prefix}.names."):
+                NameMarker.decode(message.data)
+            elif message.subject.startswith(f"{prefix}.replies."):
+                StoredReply.decode(message.data, message.position)
+        except MalformedRecord as exc:
+            self.findings.append(
+                Finding(
+                    kind="malformed-record",
+                    position=message.position,
+                    problem=(
+                        f"{exc} on {message.subject}; the service skips it and acts on the "
+                        "latest valid record there"
+                    ),
+                    action=(
+                        f"find who published it on {message.subject} and stop them (only the "
+                        "service's log user may publish there: deploy/nats/nats-server.conf)"
+                    ),
+                )
+            )
 
     def _malformed(self, message: StoredMessage, flow_id: str, reason: str) -> None:
         self.findings.append(

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from faststream import FastStream
-from faststream.nats import NatsBroker, NatsMessage, NatsResponse
+from faststream.nats import NatsBroker, NatsMessage
 
 from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from services.handling import RequestHandling
 from services.health import HealthReporter
-from services.nats_options import broker_security
-from services.replies import Reply
+from services.nats_options import broker_security, inbox_prefix
 from services.runtime import Runtime
 from services.settings import Settings, redact_url
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-Operation = Callable[[bytes, Mapping[str, str]], Awaitable[Reply]]
-
-# How long a stopping service waits for requests it already received.
-_DRAIN_S = 15.0
 
 
 async def _raw(message: NatsMessage) -> NatsMessage:
@@ -67,47 +60,28 @@ def create_app(settings: Settings) -> FastStream:
         reconnect_time_wait=1,
         name="flows-service",
         graceful_timeout=15.0,
-        # The same authentication and TLS as the service's other connections.
+        # The authentication and TLS of the role that answers requests (nats_options.py).
         security=broker_security(settings),
+        inbox_prefix=inbox_prefix(settings),
         # `broker` is bound by the time NATS calls back.
         **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
-    # The health reporter reads the read model and the log by itself (services/health.py).
-    runtime, health = Runtime(settings), HealthReporter(settings, lambda: broker.connection)
-    progress = asyncio.Event()  # set whenever a handler finishes
+    runtime = Runtime(settings)
+    requests = RequestHandling(settings, runtime, lambda: broker.connection)
+    # The health reporter reads the read model by itself, the log through the runtime's.
+    health = HealthReporter(settings, lambda: runtime.event_log, requests.refused)
     subjects = runtime.subjects
-
-    bound: list[tuple[Any, _Answered]] = []
 
     def bind(
         subject: str, operation_name: str, owner: Callable[[], object | None] | None = None
     ) -> None:
-        answered = _Answered()
-
-        async def handle(message: NatsMessage) -> NatsResponse:
-            try:
-                raw = message.raw_message
-                operations = runtime.operations if owner is None else owner()
-                if operations is None:  # not started, or stopping
-                    reply = Reply(
-                        503, b'{"detail":"the flows service is starting"}', error="starting"
-                    )
-                else:
-                    operation: Operation = getattr(operations, operation_name)
-                    reply = await operation(raw.data, raw.headers or {})
-                return NatsResponse(reply.body, headers=reply.headers())
-            finally:
-                answered.count += 1
-                progress.set()
-
         subscriber = broker.subscriber(
             subject,
             queue=settings.queue_group,
             max_workers=settings.max_in_flight,
             decoder=_raw,
         )
-        subscriber(handle)
-        bound.append((subscriber, answered))
+        subscriber(requests.handler(subject, operation_name, owner, subscriber))
 
     for name in COMMANDS:
         bind(subjects.command(name), name)
@@ -126,49 +100,10 @@ def create_app(settings: Settings) -> FastStream:
             settings.queue_group,
         )
 
-    async def drain() -> None:
-        """Answer every request that reached this process before stopping.
-
-        FastStream's own stop drops requests still queued inside the process (it only waits for
-        handlers already running), so first unsubscribe at the server — the queue group sends
-        new requests to other instances — then wait until each subscription has answered as
-        many requests as it was delivered.
-        """
-        subscriptions = [(s.subscription, answered) for s, answered in bound if s.subscription]
-        for subscription, _ in subscriptions:
-            # nats-py's public drain() would close the subscription under FastStream, whose
-            # own stop then fails to unsubscribe it: send just the UNSUB.
-            with contextlib.suppress(Exception):
-                await broker.connection._send_unsubscribe(subscription._id)
-        with contextlib.suppress(Exception):
-            await broker.connection.flush()  # the server has sent all it will send us
-
-        def unanswered() -> int:
-            return sum(sub.delivered - answered.count for sub, answered in subscriptions)
-
-        try:
-            async with asyncio.timeout(_DRAIN_S):
-                while unanswered() > 0:
-                    progress.clear()
-                    await progress.wait()
-        except TimeoutError:
-            log.warning("stopping with %d requests unanswered after %.0fs", unanswered(), _DRAIN_S)
-            return
-        log.info("answered every request received; stopping")
-
     # The health reporter opens its engine as the app starts and disposes of it as it stops.
     app = FastStream(broker, logger=log, on_startup=[health.start], after_shutdown=[health.stop])
     app.on_startup(runtime.start)
     app.after_startup(subscribed)
-    app.on_shutdown(drain)
+    app.on_shutdown(requests.drain)
     app.after_shutdown(runtime.stop)
     return app
-
-
-class _Answered:
-    """How many requests one subscription's handler has finished (answered or not)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0

@@ -12,17 +12,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.errors import FlowsError, LogUnavailable, ServiceUnavailable
 from events.jetstream import JetStreamLog
-from events.subjects import Subjects
 from events.validation import load_json_body, validate_body
 from projections.health import read_projection_health
 from services.replies import Reply, error_reply, json_reply
+from services.reply_policy import RefusedReplies
 from services.runtime import create_engine
 from services.settings import Settings
 
@@ -38,30 +37,27 @@ class StatsRequest(BaseModel):
 
 
 class HealthReporter:
-    """Answers `stats` from the read model's database and the log's stream info.
+    """Answers `stats` from the read model's database, the log's stream info (through the
+    runtime's log, the one connection allowed to call the JetStream API) and the count of
+    requests refused for their reply subject.
 
-    It keeps an engine of its own (a small pool beside the projector's), so that it needs nothing
-    from the runtime but settings and the service's NATS connection.
+    It keeps an engine of its own (a small pool beside the projector's), so that it answers even
+    while the runtime is still starting.
     """
 
-    def __init__(self, settings: Settings, connection: Callable[[], NatsClient]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        event_log: Callable[[], JetStreamLog | None],
+        refused: RefusedReplies,
+    ) -> None:
         self._settings = settings
-        self._subjects = Subjects(settings.subject_prefix)
-        self._connection = connection
+        self._event_log = event_log
+        self._refused = refused
         self._engine: AsyncEngine | None = None
-        self._log: JetStreamLog | None = None
 
     async def start(self) -> None:
         self._engine = create_engine(self._settings)
-
-    def _event_log(self) -> JetStreamLog:
-        # Built on first use: the broker's connection exists only once the broker has started.
-        if self._log is None:
-            settings = self._settings
-            self._log = JetStreamLog(
-                self._connection(), self._subjects, settings.stream, settings.log_timeout_s
-            )
-        return self._log
 
     async def stop(self) -> None:
         engine, self._engine = self._engine, None
@@ -90,12 +86,15 @@ class HealthReporter:
     async def _report(self, parked_limit: int) -> dict[str, Any]:
         assert self._engine is not None, "not started"
         problems: list[str] = []
-        log_end: int | None
-        try:
-            log_end = await self._event_log().last_position()
-        except LogUnavailable as exc:
-            log_end = None
-            problems.append(f"the event log cannot be read: {exc}")
+        log_end: int | None = None
+        event_log = self._event_log()
+        if event_log is None:
+            problems.append("the service is still connecting to its event log")
+        else:
+            try:
+                log_end = await event_log.last_position()
+            except LogUnavailable as exc:
+                problems.append(f"the event log cannot be read: {exc}")
         async with self._engine.connect() as conn:
             health = await read_projection_health(conn, parked_limit)
         if health.parked_count:
@@ -112,4 +111,7 @@ class HealthReporter:
             "parked_count": health.parked_count,
             "parked": [parked.as_json() for parked in health.parked],
             "problems": problems,
+            # Requests not executed because their reply subject was one the service never
+            # answers on (services/reply_policy.py), by subject: someone is probing.
+            "refused_requests": dict(self._refused.by_subject),
         }

@@ -1,17 +1,27 @@
-"""How every connection of the service reaches NATS: authentication and TLS from the settings.
+"""How every connection of the service reaches NATS: authentication, TLS and inbox prefix.
 
 `connect_options` is the one place that turns settings into nats-py `connect()` arguments; the
 service's log connection and the tools pass them to nats-py as they are, and the FastStream
 broker receives the same values through `broker_security` (FastStream takes them as one
 security object). Secrets travel only inside these options, never into a log line.
+
+Two roles sign in, matching the two connections of a running service and the shipped
+permission layout (deploy/nats/nats-server.conf):
+- "requests": the connection that answers requests (the FastStream broker), and the clients' and
+  the CLI's connections that send them;
+- "log": the connection that owns the event log (appends, reads, the JetStream API), and the
+  tools that read or rebuild from it. It uses the FLOWS_NATS_LOG_* credentials when any is set.
+Each connection's replies arrive under a private inbox prefix, `_INBOX.<user>`, when it signs
+in as a named user, so that a permission can give each user its own inbox and no other.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from faststream.nats.security import (
     NatsCredentials,
@@ -23,24 +33,59 @@ from faststream.nats.security import (
 
 from services.settings import Settings
 
-__all__ = ["broker_security", "connect_options", "tls_context"]
+__all__ = ["Role", "broker_security", "connect_options", "inbox_prefix", "tls_context"]
 
 T = TypeVar("T")
+Role = Literal["requests", "log"]
+
+# nats-py's own default: every client's replies under one shared prefix.
+_SHARED_INBOX = "_INBOX"
+# A user name that can stand as one subject token (no dots, spaces or wildcards).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def connect_options(settings: Settings) -> dict[str, Any]:
-    """The authentication and TLS arguments of `nats.connect()` for these settings (empty for
-    an open, plain-text server)."""
+def _credentials_kind(settings: Settings, role: Role) -> str:
+    """Which settings hold the credentials of `role`: "nats_log_" or "nats_"."""
+    if role == "log" and any(
+        getattr(settings, f"nats_log_{name}") is not None
+        for name in ("user", "token", "nkey_seed", "creds")
+    ):
+        return "nats_log_"
+    return "nats_"
+
+
+def inbox_prefix(settings: Settings, role: Role = "requests") -> str:
+    """Where a connection's replies arrive: FLOWS_NATS_INBOX_PREFIX when set (connections with
+    the main credentials), else `_INBOX.<user>` for a connection that signs in as a named user,
+    else nats-py's shared `_INBOX`."""
+    kind = _credentials_kind(settings, role)
+    if kind == "nats_" and settings.nats_inbox_prefix is not None:
+        return settings.nats_inbox_prefix
+    user: str | None = getattr(settings, f"{kind}user")
+    if user is not None and _TOKEN.fullmatch(user):
+        return f"{_SHARED_INBOX}.{user}"
+    return _SHARED_INBOX
+
+
+def connect_options(settings: Settings, role: Role = "requests") -> dict[str, Any]:
+    """The authentication, TLS and inbox arguments of `nats.connect()` for a connection of
+    `role` (empty for an open, plain-text server and no user)."""
     options: dict[str, Any] = {}
-    if settings.nats_user is not None:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password
-    if settings.nats_token is not None:
-        options["token"] = settings.nats_token
-    if settings.nats_nkey_seed is not None:
-        options["nkeys_seed"] = str(settings.nats_nkey_seed)
-    if settings.nats_creds is not None:
-        options["user_credentials"] = str(settings.nats_creds)
+    kind = _credentials_kind(settings, role)
+    user, token = getattr(settings, f"{kind}user"), getattr(settings, f"{kind}token")
+    seed, creds = getattr(settings, f"{kind}nkey_seed"), getattr(settings, f"{kind}creds")
+    if user is not None:
+        options["user"] = user
+        options["password"] = getattr(settings, f"{kind}password")
+    if token is not None:
+        options["token"] = token
+    if seed is not None:
+        options["nkeys_seed"] = str(seed)
+    if creds is not None:
+        options["user_credentials"] = str(creds)
+    prefix = inbox_prefix(settings, role)
+    if prefix != _SHARED_INBOX:
+        options["inbox_prefix"] = prefix
     context = tls_context(settings)
     if context is not None:
         options["tls"] = context
@@ -73,7 +118,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def broker_security(settings: Settings) -> NatsSecurity | None:
-    """`connect_options` in the form FastStream's NatsBroker takes them (`security=`)."""
+    """`connect_options` in the form FastStream's NatsBroker takes them (`security=`): the
+    connection that answers requests (role "requests")."""
     options = connect_options(settings)
     context: ssl.SSLContext | None = options.get("tls")
     hostname: str | None = options.get("tls_hostname")

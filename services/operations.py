@@ -31,9 +31,10 @@ from events.writer import CommandResult, FlowWriter
 from projections import queries, requests
 from projections.as_of import AsOfModels
 from projections.as_of_position import parse_log_point
+from projections.log_end import LogEnd
 from projections.positions import PositionWatcher
 from services.audit import AuditReader
-from services.replies import Reply, error_reply, json_reply
+from services.replies import Deferred, Reply, error_reply, json_reply
 
 __all__ = ["FlowsOperations"]
 
@@ -43,6 +44,7 @@ Headers = Mapping[str, str]
 # Opens a connection to the model a query reads: the live one, or a scratch one as of a point.
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 AS_OF_HEADER = "Flows-As-Of"
+MIN_POSITION_HEADER = "Flows-Min-Position"
 _DEFAULT_WAIT_MS = 5000
 _MAX_WAIT_MS = 60_000
 
@@ -54,12 +56,14 @@ class FlowsOperations:
         engine: AsyncEngine,
         watcher: PositionWatcher,
         audit: AuditReader,
+        log_end: LogEnd,
         default_limit: int = 200,
         as_of: AsOfModels | None = None,
     ) -> None:
         self._writer = writer
         self._engine = engine
         self._watcher = watcher
+        self._log_end = log_end
         self._audit = audit
         self._default_limit = default_limit
         self._as_of = as_of
@@ -139,30 +143,34 @@ class FlowsOperations:
         return self._answered(outcome)
 
     def _answered(self, outcome: CommandResult) -> Reply:
-        self._answered_position = max(self._answered_position, outcome.position)
+        self._note_answered(outcome.position)
         return json_reply(outcome.status, outcome.body, outcome.position)
 
     def _from_stored(self, stored: StoredReply) -> Reply:
         position = stored.position or 0
-        self._answered_position = max(self._answered_position, position)
+        self._note_answered(position)
         return json_reply(stored.status, stored.body, position)
 
+    def _note_answered(self, position: int) -> None:
+        self._answered_position = max(self._answered_position, position)
+        self._log_end.saw(position)
+
     # -- queries -----------------------------------------------------------------------------
-    async def read(self, payload: bytes, headers: Headers) -> Reply:
+    async def read(self, payload: bytes, headers: Headers) -> Reply | Deferred:
         async def run(connect: Connect) -> Reply:
             flow_id = requests.parse_read_request(load_json_body(payload))
             return await _one_flow(connect, queries.read_flow, flow_id)
 
         return await self._query(headers, run)
 
-    async def read_by_name(self, payload: bytes, headers: Headers) -> Reply:
+    async def read_by_name(self, payload: bytes, headers: Headers) -> Reply | Deferred:
         async def run(connect: Connect) -> Reply:
             name = requests.parse_read_by_name_request(load_json_body(payload))
             return await _one_flow(connect, queries.read_flow_by_name, name)
 
         return await self._query(headers, run)
 
-    async def filter(self, payload: bytes, headers: Headers) -> Reply:
+    async def filter(self, payload: bytes, headers: Headers) -> Reply | Deferred:
         async def run(connect: Connect) -> Reply:
             request = requests.parse_filter_request(
                 load_json_body(payload), max_limit=self._default_limit
@@ -173,7 +181,7 @@ class FlowsOperations:
 
         return await self._query(headers, run)
 
-    async def count(self, payload: bytes, headers: Headers) -> Reply:
+    async def count(self, payload: bytes, headers: Headers) -> Reply | Deferred:
         async def run(connect: Connect) -> Reply:
             request = requests.parse_count_request(load_json_body(payload))
             async with connect() as conn:
@@ -181,7 +189,7 @@ class FlowsOperations:
 
         return await self._query(headers, run)
 
-    async def paginate(self, payload: bytes, headers: Headers) -> Reply:
+    async def paginate(self, payload: bytes, headers: Headers) -> Reply | Deferred:
         async def run(connect: Connect) -> Reply:
             request = requests.parse_paginate_request(
                 load_json_body(payload), max_limit=self._default_limit
@@ -193,7 +201,9 @@ class FlowsOperations:
 
         return await self._query(headers, run)
 
-    async def _query(self, headers: Headers, run: Callable[[Connect], Awaitable[Reply]]) -> Reply:
+    async def _query(
+        self, headers: Headers, run: Callable[[Connect], Awaitable[Reply]]
+    ) -> Reply | Deferred:
         try:
             as_of = await self._as_of_position(headers)
             if as_of is not None:
@@ -201,19 +211,51 @@ class FlowsOperations:
                 reply = await run(lambda: self._as_of_models().connect(as_of))
                 # The position answered as of (a time resolves to one): say which.
                 return dataclasses.replace(reply, position=as_of)
-            wanted = max(_header_int(headers, "Flows-Min-Position", 0), self._answered_position)
+            wanted = await self._wanted_position(headers)
             wait_ms = min(_header_int(headers, "Flows-Wait-Ms", _DEFAULT_WAIT_MS), _MAX_WAIT_MS)
+            if wanted <= self._watcher.position:
+                return await run(self._engine.connect)
+        except Exception as error:
+            return _query_failure(error)
+        return Deferred(lambda: self._query_after_wait(wanted, wait_ms, run))
+
+    async def _query_after_wait(
+        self, wanted: int, wait_ms: int, run: Callable[[Connect], Awaitable[Reply]]
+    ) -> Reply:
+        try:
             await self._wait(wanted, wait_ms)
             return await run(self._engine.connect)
-        except FlowsError as error:
-            return error_reply(error)
-        except SQLAlchemyError:
-            log.exception("the read model failed a query")
-            return error_reply(
-                ServiceUnavailable("the read model could not answer now; retry shortly")
-            )
-        except Exception:
-            return _internal_error("query")
+        except Exception as error:
+            return _query_failure(error)
+
+    async def _wanted_position(self, headers: Headers) -> int:
+        """The position a query waits for: the client's `Flows-Min-Position`, and anything this
+        instance has answered a command with (read-your-writes without the header).
+
+        A client's position beyond the log's end was handed out by no command, and waiting for
+        it could only run out: it is refused at once (422), after one look-up of the log's end
+        shared with every query arriving meanwhile (projections/log_end.py)."""
+        asked = _header_int(headers, MIN_POSITION_HEADER, 0)
+        self._log_end.saw(self._watcher.position)
+        if asked > self._log_end.known:
+            end = await self._log_end.fresh()
+            if asked > end:
+                raise InvalidRequest(
+                    [
+                        {
+                            "type": "less_than_equal",
+                            "loc": ["header", MIN_POSITION_HEADER],
+                            "msg": (
+                                f"Input should be less than or equal to {end}, the event log's "
+                                "last position (use a Flows-Position a command reply carried)"
+                            ),
+                            "input": headers[MIN_POSITION_HEADER],
+                            "ctx": {"le": end},
+                        }
+                    ],
+                    None,
+                )
+        return max(asked, self._answered_position)
 
     def _as_of_models(self) -> AsOfModels:
         if self._as_of is None:
@@ -308,6 +350,16 @@ def _header_int(headers: Headers, name: str, default: int) -> int:
             None,
         )
     return value
+
+
+def _query_failure(error: Exception) -> Reply:
+    """The error reply of a query that raised `error` (call it inside the `except`)."""
+    if isinstance(error, FlowsError):
+        return error_reply(error)
+    if isinstance(error, SQLAlchemyError):
+        log.exception("the read model failed a query")
+        return error_reply(ServiceUnavailable("the read model could not answer now; retry shortly"))
+    return _internal_error("query")
 
 
 def _internal_error(kind: str, position: int | None = None) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 
 from events.errors import FlowsError
 
-__all__ = ["Reply", "error_reply", "json_reply"]
+__all__ = ["Deferred", "Reply", "error_reply", "json_reply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,15 @@ class Reply:
             # Header values are one line of printable text.
             headers["Nats-Service-Error"] = " ".join(self.error.split())[:500]
         return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A reply that must first wait (for the read model to reach a position). The transport
+    answers it outside its handler pool, so that waiting requests never hold the slots other
+    requests need."""
+
+    answer: Callable[[], Awaitable[Reply]]
 
 
 def json_reply(status: int, body: Any, position: int | None = None) -> Reply:

@@ -16,11 +16,12 @@ from events.jetstream import JetStreamLog, StreamSettings
 from events.subjects import Subjects
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
+from projections.log_end import LogEnd
 from projections.positions import PositionWatcher
 from projections.projector import Projector
 from projections.store import configure_engine, create_schema
 from services.audit import AuditReader
-from services.nats_options import connect_options
+from services.nats_options import Role, connect_options
 from services.operations import FlowsOperations
 from services.settings import Settings, redact_url
 
@@ -34,10 +35,14 @@ class NatsRefused(ConnectionError):
     certificate it does not accept. Retrying cannot help; the settings must change."""
 
 
-async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> NatsClient:
+async def connect_nats(
+    settings: Settings, name: str, *, retry: bool = True, role: Role = "log"
+) -> NatsClient:
     """A connection that never gives up reconnecting (nats-py stops after ~2 minutes by
-    default), or, for one-shot tools, one that fails fast. Authentication and TLS come from the
-    settings (services/nats_options.py); log lines name the server without its credentials.
+    default), or, for one-shot tools, one that fails fast. Authentication, TLS and the inbox
+    prefix come from the settings for `role` (services/nats_options.py: the log's connection
+    and the tools that read the log are "log"); log lines name the server without its
+    credentials.
 
     A server that refuses the credentials on the first connection raises NatsRefused at once
     (nats-py would retry forever), so a misconfigured service exits with the reason."""
@@ -52,7 +57,8 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
             raise NatsRefused(
                 f"NATS at {where} refused the connection {name}: {error or repr(error)}; check "
                 "the credentials and TLS settings (FLOWS_NATS_USER/PASSWORD, FLOWS_NATS_TOKEN, "
-                "FLOWS_NATS_NKEY_SEED, FLOWS_NATS_CREDS, FLOWS_NATS_TLS_*) against the server's"
+                "FLOWS_NATS_NKEY_SEED, FLOWS_NATS_CREDS, their FLOWS_NATS_LOG_* counterparts "
+                "for the log's connection, FLOWS_NATS_TLS_*) against the server's"
             ) from None
 
     async def on_disconnect() -> None:
@@ -77,7 +83,7 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
             connect_timeout=2,
             # Annotated int, used as a float (asyncio.sleep).
             reconnect_time_wait=0.5,  # type: ignore[arg-type]
-            **connect_options(settings),
+            **connect_options(settings, role),
         )
     except BaseException:
         # nats-py leaves the socket of a failed first attempt open. After a failed TLS
@@ -114,6 +120,8 @@ class Runtime:
         self._engine: AsyncEngine | None = None
         self._projector_task: asyncio.Task[None] | None = None
         self.operations: FlowsOperations | None = None
+        # The log, once started: the health reporter reads its stream info through it.
+        self.event_log: JetStreamLog | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -122,6 +130,7 @@ class Runtime:
         await event_log.ensure_stream(
             StreamSettings(settings.stream, settings.stream_replicas, settings.duplicate_window_s)
         )
+        self.event_log = event_log
         self._engine = create_engine(settings)
         await create_schema(self._engine)
         watcher = PositionWatcher()
@@ -133,6 +142,7 @@ class Runtime:
             self._engine,
             watcher,
             AuditReader(event_log, self.subjects),
+            LogEnd(event_log.last_position),
             settings.default_limit,
             as_of=AsOfModels(event_log, self.subjects),
         )

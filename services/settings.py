@@ -40,18 +40,32 @@ _ENVIRONMENT = {
     "nats_tls_cert": "FLOWS_NATS_TLS_CERT",
     "nats_tls_key": "FLOWS_NATS_TLS_KEY",
     "nats_tls_hostname": "FLOWS_NATS_TLS_HOSTNAME",
+    # The log connection may sign in as a user of its own (the shipped permission layout's
+    # `flows-log`): the only user allowed to write the stream and call its JetStream API.
+    "nats_log_user": "FLOWS_NATS_LOG_USER",
+    "nats_log_password": "FLOWS_NATS_LOG_PASSWORD",
+    "nats_log_token": "FLOWS_NATS_LOG_TOKEN",
+    "nats_log_nkey_seed": "FLOWS_NATS_LOG_NKEY_SEED",
+    "nats_log_creds": "FLOWS_NATS_LOG_CREDS",
+    # Where this process's own replies arrive (nats-py's inbox prefix); see inbox_prefix().
+    "nats_inbox_prefix": "FLOWS_NATS_INBOX_PREFIX",
+    # The subjects the service may answer on (services/reply_policy.py).
+    "reply_prefixes": "FLOWS_REPLY_PREFIXES",
+    "max_waiting": "FLOWS_MAX_WAITING",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
 _FILES = {
     "nats_nkey_seed",
     "nats_creds",
+    "nats_log_nkey_seed",
+    "nats_log_creds",
     "nats_tls_ca",
     "nats_tls_cert",
     "nats_tls_key",
 }
 # Settings never printed: a repr or a log line shows only whether they are set.
-_SECRETS = {"nats_password", "nats_token"}
+_SECRETS = {"nats_password", "nats_token", "nats_log_password", "nats_log_token"}
 # Settings that may carry a password inside a URL.
 _URLS = {"nats_url", "database_url"}
 
@@ -98,9 +112,26 @@ class Settings:
     nats_tls_key: Path | None = None
     # The name the server's certificate must carry, when it differs from the URL's host.
     nats_tls_hostname: str | None = None
+    # The log connection's own credentials (same forms as above); unset, it uses those above.
+    nats_log_user: str | None = None
+    nats_log_password: str | None = None
+    nats_log_token: str | None = None
+    nats_log_nkey_seed: Path | None = None
+    nats_log_creds: Path | None = None
+    # The inbox prefix of this process's request connections (clients, the CLI); None derives
+    # it from the user: `_INBOX.<user>`, the private prefix a per-user permission can grant.
+    nats_inbox_prefix: str | None = None
+    # Reply subjects the service answers on must start with one of these (an allow-list: see
+    # services/reply_policy.py for why not a deny-list).
+    reply_prefixes: tuple[str, ...] = ("_INBOX.",)
+    # Queries waiting for the read model to reach a position, at once, in one process: past
+    # it they answer 503 at once. Waiting requests hold no handler slot, only this.
+    max_waiting: int = 10_000
 
     def __post_init__(self) -> None:
         _check_nats_auth(self)
+        _check_nats_auth(self, log=True)
+        _check_reply_prefixes(self)
 
     def __repr__(self) -> str:
         shown = []
@@ -150,19 +181,22 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
-def _check_nats_auth(settings: Settings) -> None:
-    """Refuse combinations nats-py would silently resolve one way or another."""
-    if (settings.nats_user is None) != (settings.nats_password is None):
+def _check_nats_auth(settings: Settings, *, log: bool = False) -> None:
+    """Refuse combinations nats-py would silently resolve one way or another (for the log
+    connection's own credentials when `log`)."""
+    kind = "nats_log_" if log else "nats_"
+    user, password = f"{kind}user", f"{kind}password"
+    if (getattr(settings, user) is None) != (getattr(settings, password) is None):
         raise ValueError(
-            f"NATS user and password go together: set both {_source('nats_user')} and "
-            f"{_source('nats_password')}, or neither"
+            f"NATS user and password go together: set both {_source(user)} and "
+            f"{_source(password)}, or neither"
         )
     chosen = [
-        attribute
-        for attribute in ("nats_user", "nats_token", "nats_nkey_seed", "nats_creds")
-        if getattr(settings, attribute) is not None
+        f"{kind}{name}"
+        for name in ("user", "token", "nkey_seed", "creds")
+        if getattr(settings, f"{kind}{name}") is not None
     ]
-    if "@" in urlsplit(settings.nats_url).netloc:
+    if not log and "@" in urlsplit(settings.nats_url).netloc:
         chosen.append("nats_url")
     if len(chosen) > 1:
         raise ValueError(
@@ -177,15 +211,35 @@ def _check_nats_auth(settings: Settings) -> None:
         )
 
 
+def _check_reply_prefixes(settings: Settings) -> None:
+    """A reply prefix must not reach the subjects the service must never publish on: its
+    stream's (the event log), its own request subjects, or any `$` subject (JetStream's API,
+    the system account's)."""
+    prefix = settings.subject_prefix
+    protected = [f"{prefix}.{kind}." for kind in ("events", "names", "replies", "cmd", "query")]
+    protected.append(f"{prefix}.audit.")
+    for reply_prefix in settings.reply_prefixes:
+        if not reply_prefix or reply_prefix.startswith("$") or any(
+            reply_prefix.startswith(p) or p.startswith(reply_prefix) for p in protected
+        ):
+            raise ValueError(
+                f"{_source('reply_prefixes')}: {reply_prefix!r} would let a request make the "
+                f"service publish on its own log or request subjects ({prefix}.*) or on a `$` "
+                "subject; give inbox prefixes only, such as _INBOX."
+            )
+
+
 def _coerce(attribute: str, raw: str) -> object:
     if attribute == "data_dir":
         return Path(raw)
+    if attribute == "reply_prefixes":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if attribute in _FILES:
         path = Path(raw).expanduser()
         if not path.is_file():
             raise ValueError(f"{_source(attribute)}: no file at {str(path)!r}")
         return path
-    if attribute in {"stream_replicas", "default_limit", "max_in_flight"}:
+    if attribute in {"stream_replicas", "default_limit", "max_in_flight", "max_waiting"}:
         try:
             return int(raw)
         except ValueError:

@@ -15,8 +15,10 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from projections.projector import lock_checkpoint, move_checkpoint
 from services.app import create_app
 from services.client import FlowsClient
+from services.runtime import create_engine
 from services.settings import Settings
 from tests.integration.wire import WireReply, call
 
@@ -95,6 +97,26 @@ async def catch_up(nc: NatsClient, settings: Settings) -> None:
         headers={"Flows-Min-Position": str(info.state.last_seq), "Flows-Wait-Ms": "10000"},
         timeout=15,
     )
+
+
+@contextlib.asynccontextmanager
+async def projector_held(settings: Settings) -> AsyncIterator[None]:
+    """Hold the live projector's checkpoint lock (on SQLite, its one write lock) until exit:
+    commands still append to the log, the read model stays where it is. Hold it for less than
+    SQLite's busy timeout (5 s), past which the projector retries from its checkpoint."""
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                applied = await lock_checkpoint(conn)
+                if conn.dialect.name == "sqlite":
+                    await move_checkpoint(conn, applied)  # a write takes SQLite's write lock
+                yield
+            finally:
+                await transaction.rollback()
+    finally:
+        await engine.dispose()
 
 
 class Wire(Protocol):

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from events.subjects import Subjects
 from projections.verify import Finding, VerifyReport
 from services.client import FlowsClient
 from services.settings import Settings
@@ -162,6 +163,25 @@ async def test_a_parked_poison_message_fails_verify(settings: Settings, nc: Nats
     assert "unknown event type 'FlowExploded'" in poison[0].problem
     # The live model parked it and the replay parked it alike: no model difference.
     assert "model-differs" not in kinds(report)
+
+
+async def test_garbage_on_a_name_or_reply_subject_is_named(
+    settings: Settings, nc: NatsClient
+) -> None:
+    """A reply a client once directed onto the log (issue 11), or anything else that is not a
+    name claim or stored reply on those subjects: verify names each one by position."""
+    subjects = Subjects(settings.subject_prefix)
+    async with running(settings, nc):
+        await some_history(FlowsClient(nc, settings.subject_prefix))
+        on_name = await nc.jetstream().publish(subjects.name("alpha"), b'{"detail":"x"}')
+        on_reply = await nc.jetstream().publish(subjects.reply("some-id"), b"\xff")
+    code, text_report, report = await verified(settings)
+    assert code == 1
+    bad = found(report, "malformed-record")
+    assert [f.position for f in bad] == [on_name.seq, on_reply.seq], text_report
+    assert "not a name claim" in bad[0].problem
+    assert "not a stored reply" in bad[1].problem
+    assert kinds(report) == ["malformed-record", "malformed-record"], text_report
 
 
 async def test_a_read_model_that_disagrees_with_the_log_is_named(

@@ -16,7 +16,7 @@ from faststream.nats.security import (
     NatsUserPassword,
 )
 
-from services.nats_options import broker_security, connect_options
+from services.nats_options import broker_security, connect_options, inbox_prefix
 from services.settings import Settings
 
 
@@ -38,7 +38,12 @@ def test_an_open_server_needs_no_options() -> None:
 
 def test_user_and_password() -> None:
     settings = Settings(nats_user="svc", nats_password="pw")
-    assert connect_options(settings) == {"user": "svc", "password": "pw"}
+    # A named user reads its replies on its own inbox prefix.
+    assert connect_options(settings) == {
+        "user": "svc",
+        "password": "pw",
+        "inbox_prefix": "_INBOX.svc",
+    }
     security = broker_security(settings)
     assert isinstance(security, NatsUserPassword)
     assert (security.username, security.password) == ("svc", "pw")
@@ -100,3 +105,58 @@ def test_a_file_that_is_not_pem_is_refused_with_its_setting(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="FLOWS_NATS_TLS_CA") as error:
         connect_options(Settings(nats_tls_ca=broken))
     assert str(broken) in str(error.value)
+
+
+class TestTwoRoles:
+    """The connection that answers requests and the one that owns the log may sign in as two
+    users (deploy/nats/nats-server.conf); each reads replies on its own inbox prefix."""
+
+    def test_the_log_uses_its_own_credentials_when_given(self) -> None:
+        settings = Settings(
+            nats_user="flows-service",
+            nats_password="a",
+            nats_log_user="flows-log",
+            nats_log_password="b",
+        )
+        assert connect_options(settings, "log") == {
+            "user": "flows-log",
+            "password": "b",
+            "inbox_prefix": "_INBOX.flows-log",
+        }
+        assert connect_options(settings, "requests") == {
+            "user": "flows-service",
+            "password": "a",
+            "inbox_prefix": "_INBOX.flows-service",
+        }
+
+    def test_without_its_own_the_log_uses_the_main_credentials(self) -> None:
+        settings = Settings(nats_token="tok")
+        assert connect_options(settings, "log") == connect_options(settings) == {"token": "tok"}
+
+    def test_the_log_may_use_a_credentials_file_of_its_own(self, tmp_path: Path) -> None:
+        creds = tmp_path / "log.creds"
+        creds.write_text("-----BEGIN NATS USER JWT-----\n")
+        settings = Settings.from_env(
+            {"FLOWS_NATS_USER": "svc", "FLOWS_NATS_PASSWORD": "pw", "FLOWS_NATS_LOG_CREDS": str(creds)}
+        )
+        assert connect_options(settings, "log") == {"user_credentials": str(creds)}
+
+    def test_an_explicit_inbox_prefix_wins_for_the_main_credentials(self) -> None:
+        settings = Settings(nats_user="svc", nats_password="pw", nats_inbox_prefix="_INBOX.app7")
+        assert inbox_prefix(settings) == "_INBOX.app7"
+        assert connect_options(settings)["inbox_prefix"] == "_INBOX.app7"
+
+    @pytest.mark.parametrize("user", ["a.b", "two words", "x*", "y>"])
+    def test_a_user_name_that_is_no_subject_token_keeps_the_shared_inbox(self, user: str) -> None:
+        settings = Settings(nats_user=user, nats_password="pw")
+        assert "inbox_prefix" not in connect_options(settings)
+
+    def test_log_credentials_are_checked_like_the_main_ones(self) -> None:
+        with pytest.raises(ValueError, match="FLOWS_NATS_LOG_PASSWORD"):
+            Settings(nats_log_user="flows-log")
+        with pytest.raises(ValueError, match="more than one way"):
+            Settings(nats_log_user="flows-log", nats_log_password="x", nats_log_token="t")
+
+    def test_log_secrets_stay_out_of_the_repr(self) -> None:
+        settings = Settings(nats_log_user="flows-log", nats_log_password="s3cret", nats_log_token=None)
+        assert "s3cret" not in repr(settings)

@@ -1,0 +1,155 @@
+"""What happens to one request between NATS and an operation: the reply-subject check, the
+operation, the reply (now, or after a wait outside the worker pool), and the bookkeeping that
+lets a stopping service answer everything it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from faststream.nats import NatsMessage, NatsResponse
+from nats.aio.client import Client as NatsClient
+
+from events.subjects import Subjects
+from services.replies import Deferred, Reply
+from services.reply_policy import RefusedReplies, ReplyPolicy
+from services.runtime import Runtime
+from services.settings import Settings
+from services.waiting import WaitingReplies
+
+__all__ = ["RequestHandling"]
+
+log = logging.getLogger(__name__)
+
+Operation = Callable[[bytes, Mapping[str, str]], Awaitable[Reply | Deferred]]
+Handler = Callable[[NatsMessage], Awaitable[NatsResponse | None]]
+
+# How long a stopping service waits for requests it already received.
+_DRAIN_S = 15.0
+
+
+class RequestHandling:
+    def __init__(
+        self, settings: Settings, runtime: Runtime, connection: Callable[[], NatsClient]
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._connection = connection
+        self._policy = ReplyPolicy(Subjects(settings.subject_prefix), settings.reply_prefixes)
+        self.refused = RefusedReplies()
+        self._waiting = WaitingReplies(settings.max_waiting, self._publish)
+        self._progress = asyncio.Event()  # set whenever a request is answered (or dropped)
+        # Each subscription (FastStream's subscriber) with how many of its requests are done.
+        self._bound: list[tuple[Any, _Answered]] = []
+
+    async def _publish(self, subject: str, reply: Reply) -> None:
+        await self._connection().publish(subject, reply.body, headers=reply.headers())
+
+    def handler(
+        self,
+        subject: str,
+        operation_name: str,
+        owner: Callable[[], object | None] | None,
+        subscriber: Any,
+    ) -> Handler:
+        """The handler of `subject`: runs `operation_name` of the runtime's operations (or of
+        `owner()`), and counts each request done for the drain."""
+        answered = _Answered()
+        self._bound.append((subscriber, answered))
+
+        def finished() -> None:
+            answered.count += 1
+            self._progress.set()
+
+        async def handle(message: NatsMessage) -> NatsResponse | None:
+            raw = message.raw_message
+            answers_later = False
+            try:
+                refusal = self._policy.refusal(raw.reply)
+                if refusal is not None:
+                    # Not executed, not answered: FastStream must not publish there either.
+                    message.reply_to = ""
+                    self.refused.record(subject, raw.reply, refusal, raw.headers)
+                    return None
+                outcome = await self._run(operation_name, owner, raw.data, raw.headers)
+                if isinstance(outcome, Deferred):
+                    if not raw.reply:  # nobody to answer: no reason to wait
+                        return None
+                    answers_later = self._waiting.start(raw.reply, outcome, finished)
+                    if answers_later:
+                        message.reply_to = ""  # the waiting task answers instead
+                        return None
+                    outcome = _too_many_waiting(self._settings.max_waiting)
+                return NatsResponse(outcome.body, headers=outcome.headers())
+            finally:
+                if not answers_later:
+                    finished()
+
+        return handle
+
+    async def _run(
+        self,
+        operation_name: str,
+        owner: Callable[[], object | None] | None,
+        payload: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> Reply | Deferred:
+        operations = self._runtime.operations if owner is None else owner()
+        if operations is None:  # not started, or stopping
+            return Reply(503, b'{"detail":"the flows service is starting"}', error="starting")
+        operation: Operation = getattr(operations, operation_name)
+        return await operation(payload, headers or {})
+
+    async def drain(self) -> None:
+        """Answer every request that reached this process before stopping.
+
+        FastStream's own stop drops requests still queued inside the process (it only waits for
+        handlers already running), so first unsubscribe at the server — the queue group sends
+        new requests to other instances — then wait until each subscription has answered as
+        many requests as it was delivered (waiting queries included).
+        """
+        connection = self._connection()
+        subscriptions = [(s.subscription, n) for s, n in self._bound if s.subscription]
+        for subscription, _ in subscriptions:
+            # nats-py's public drain() would close the subscription under FastStream, whose
+            # own stop then fails to unsubscribe it: send just the UNSUB.
+            with contextlib.suppress(Exception):
+                await connection._send_unsubscribe(subscription._id)
+        with contextlib.suppress(Exception):
+            await connection.flush()  # the server has sent all it will send us
+
+        def unanswered() -> int:
+            return sum(sub.delivered - answered.count for sub, answered in subscriptions)
+
+        try:
+            async with asyncio.timeout(_DRAIN_S):
+                while unanswered() > 0:
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            log.warning("stopping with %d requests unanswered after %.0fs", unanswered(), _DRAIN_S)
+        else:
+            log.info("answered every request received; stopping")
+        await self._waiting.close()
+
+
+def _too_many_waiting(limit: int) -> Reply:
+    detail = (
+        f"{limit} queries are already waiting for the read model to reach their position "
+        "(FLOWS_MAX_WAITING); retry shortly"
+    )
+    return Reply(503, orjson.dumps({"detail": detail}), error=detail)
+
+
+class _Answered:
+    """How many requests one subscription's handler has finished (answered or not)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
