@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,11 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
 
 from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from services.discovery import Discovery
 from services.handling import RequestHandling
 from services.health import HealthReporter
 from services.nats_options import broker_security, inbox_prefix
+from services.replies import Reply
 from services.runtime import Runtime
 from services.settings import Settings, redact_url
 
@@ -67,7 +70,12 @@ def create_app(settings: Settings) -> FastStream:
         **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
     runtime = Runtime(settings)
-    requests = RequestHandling(settings, runtime, lambda: broker.connection)
+    discovery = Discovery(settings)
+
+    def observe(subject: str, operation: str, reply: Reply, started_ns: int) -> None:
+        discovery.record(subject, reply.status, reply.error, started_ns)
+
+    requests = RequestHandling(settings, runtime, lambda: broker.connection, observe)
     # The health reporter reads the read model by itself, the log through the runtime's.
     health = HealthReporter(settings, lambda: runtime.event_log, requests.refused)
     subjects = runtime.subjects
@@ -82,6 +90,7 @@ def create_app(settings: Settings) -> FastStream:
             decoder=_raw,
         )
         subscriber(requests.handler(subject, operation_name, owner, subscriber))
+        discovery.add_endpoint(operation_name, subject)
 
     for name in COMMANDS:
         bind(subjects.command(name), name)
@@ -90,7 +99,12 @@ def create_app(settings: Settings) -> FastStream:
     for name in AUDITS + HEALTH:
         bind(subjects.audit(name), name, health.ready if name in HEALTH else None)
 
+    control: list[Any] = []  # the discovery subscriptions ($SRV.*)
+
     async def subscribed() -> None:
+        answer = discovery.handler(requests.reply_allowed)
+        for subject in discovery.control_subjects():
+            control.append(await broker.connection.subscribe(subject, cb=answer))
         # nats-py only queues SUB commands: one round trip makes sure the server knows every
         # subscription before start-up returns, so no early request finds no responders.
         await broker.connection.flush()
@@ -104,6 +118,14 @@ def create_app(settings: Settings) -> FastStream:
     app = FastStream(broker, logger=log, on_startup=[health.start], after_shutdown=[health.stop])
     app.on_startup(runtime.start)
     app.after_startup(subscribed)
-    app.on_shutdown(requests.drain)
+
+    async def stop_answering() -> None:
+        # Out of discovery first (a stopping instance is no longer one to find), then drain.
+        for subscription in control:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        await requests.drain()
+
+    app.on_shutdown(stop_answering)
     app.after_shutdown(runtime.stop)
     return app

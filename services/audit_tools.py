@@ -18,6 +18,7 @@ from nats.errors import Error as NatsError
 
 from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
+from events.log import StoredMessage
 from events.model import EVENT_TYPES
 from events.subjects import Subjects
 from projections.as_of_position import LogPoint, parse_log_point, position_at
@@ -43,12 +44,20 @@ class ReplayFilter:
     end: LogPoint | None = None
     flow_id: str | None = None
     types: frozenset[str] | None = None
+    # Keep printing events as they are appended, like `tail -f` (no end).
+    follow: bool = False
 
 
 def parse_replay_filter(
-    start: str | None, end: str | None, flow_id: str | None, types: Sequence[str] | None
+    start: str | None,
+    end: str | None,
+    flow_id: str | None,
+    types: Sequence[str] | None,
+    follow: bool = False,
 ) -> ReplayFilter:
     """The filter from the command line's text; ValueError says what is wrong, for people."""
+    if follow and end is not None:
+        raise ValueError("--follow never ends: leave out --to, or --follow")
     if flow_id is not None:
         try:
             flow_id = str(uuid.UUID(flow_id))
@@ -67,7 +76,7 @@ def parse_replay_filter(
         last = None if end is None else parse_log_point(end)
     except ValueError as exc:
         raise ValueError(f"--to: {exc}") from None
-    return ReplayFilter(first, last, flow_id, frozenset(types) if types else None)
+    return ReplayFilter(first, last, flow_id, frozenset(types) if types else None, follow)
 
 
 def _unreachable(tool: str, settings: Settings, exc: BaseException, err: TextIO) -> int:
@@ -88,11 +97,13 @@ async def replay(
     end: str | None = None,
     flow: str | None = None,
     types: Sequence[str] | None = None,
+    follow: bool = False,
 ) -> int:
     """The selected events on `out`, one RecordedEvent as JSON per line, in log order: from
-    `start` to `end` (positions or ISO 8601 times, both inclusive), of one `flow`, of `types`."""
+    `start` to `end` (positions or ISO 8601 times, both inclusive), of one `flow`, of `types`;
+    with `follow`, then every new one as it is appended, until interrupted."""
     try:
-        selection = parse_replay_filter(start, end, flow, types)
+        selection = parse_replay_filter(start, end, flow, types, follow)
     except ValueError as exc:
         err.write(f"flows replay: {exc}\n")
         return 1
@@ -115,9 +126,7 @@ async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: Repla
                 for message in page:
                     if message.position > last:
                         break
-                    recorded = recorded_json(message)
-                    if selection.types is None or recorded.get("type") in selection.types:
-                        out.write(orjson.dumps(recorded).decode() + "\n")
+                    _print_selected(message, selection, out)
                 if not page:
                     break
                 after = page[-1].position
@@ -126,9 +135,34 @@ async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: Repla
                     break
             bar.reached(last)
         out.flush()
+        if selection.follow:
+            await _follow(event_log, subjects, last, selection, out)
     finally:
         await nc.close()
     return 0
+
+
+async def _follow(
+    event_log: JetStreamLog,
+    subjects: Subjects,
+    after: int,
+    selection: ReplayFilter,
+    out: TextIO,
+) -> None:
+    """Every event appended after `after`, as it comes, until cancelled (Ctrl-C)."""
+    async for batch in event_log.follow(after):
+        for message in batch:
+            flow_id = subjects.flow_id_of(message.subject)
+            if flow_id is None or (selection.flow_id and flow_id != selection.flow_id):
+                continue  # name claims and stored replies, or another flow's events
+            _print_selected(message, selection, out)
+        out.flush()
+
+
+def _print_selected(message: StoredMessage, selection: ReplayFilter, out: TextIO) -> None:
+    recorded = recorded_json(message)
+    if selection.types is None or recorded.get("type") in selection.types:
+        out.write(orjson.dumps(recorded).decode() + "\n")
 
 
 async def _range(event_log: JetStreamLog, selection: ReplayFilter) -> tuple[int, int]:

@@ -45,6 +45,12 @@ NATS_SECURITY_FLAGS = (
     "nats_tls_cert",
     "nats_tls_key",
     "nats_tls_hostname",
+    "nats_log_user",
+    "nats_log_password",
+    "nats_log_token",
+    "nats_log_nkey_seed",
+    "nats_log_creds",
+    "nats_inbox_prefix",
 )
 
 Call = Callable[[FlowsClient, argparse.Namespace], Awaitable[Reply]]
@@ -106,6 +112,9 @@ async def _remote(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(render.error_message(reply.status, reply.body), code)
     if args.command == "create" and reply.status == 200:
         print(f"note: a flow named {args.name!r} already existed; left unchanged", file=sys.stderr)
+    if args.command == "stats" and reply.body.get("status") != "ok":
+        # For scripts and health checks: the report is printed, and the exit says it is bad.
+        return _fail(f"the service is {reply.body.get('status')}: see the problems above", 1)
     return code
 
 
@@ -230,12 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--type", dest="types", action="append", metavar="TYPE", help="repeatable, e.g. FlowCreated"
     )
+    sub.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="then keep printing events as they are appended, until Ctrl-C (like tail -f)",
+    )
     sub.set_defaults(
         local=_local(
             "services.audit_tools",
             "replay",
             to_stdout=True,
-            options=("start", "end", "flow", "types"),
+            options=("start", "end", "flow", "types", "follow"),
         )
     )
     command("rebuild", "rebuild the read model from the event log").set_defaults(
@@ -351,4 +366,8 @@ def _stats_text(reply: Reply, args: argparse.Namespace) -> str:
         f"  position {p['position']} on {p['subject']}: {p['reason']}" for p in body["parked"]
     ]
     lines += [f"problem: {problem}" for problem in body.get("problems", [])]
+    refused = body.get("refused_requests") or {}
+    if refused:
+        lines.append(f"refused (reply subject not an inbox): {sum(refused.values())}")
+        lines += [f"  {subject}: {count}" for subject, count in sorted(refused.items())]
     return "\n".join(lines)

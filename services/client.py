@@ -1,9 +1,15 @@
 """A small async client for the flows service's request-reply contract (CONTRACT.md).
 
 Every operation sends the Prefect-shaped JSON body on `P.<kind>.<operation>` and returns a
-`Reply`; a non-2xx status is an ordinary reply, not an exception. Only transport failures
-raise: `ServiceUnreachable` when nothing answers, `BadReply` when something that is not a
-flows service does.
+`Reply`; a non-2xx status is an ordinary reply, not an exception, unless the client was made
+with `raise_errors=True` or the caller asks `reply.raise_for_status()`: then Prefect's answers
+become typed exceptions (`FlowNotFound`, `ValidationError`, `Conflict`, `ServiceUnavailable`,
+all `RequestFailed`). Transport failures always raise: `ServiceUnreachable` when nothing
+answers, `BadReply` when something that is not a flows service does.
+
+Session consistency (on by default, like MongoDB's causally consistent sessions): the client
+remembers the highest `Flows-Position` any reply gave it and sends it as `Flows-Min-Position`
+on every query, so a session reads its own writes whichever instance answers.
 """
 
 from __future__ import annotations
@@ -26,18 +32,34 @@ from services.settings import Settings, redact_url
 __all__ = [
     "AsOf",
     "BadReply",
+    "Conflict",
     "Filters",
+    "FlowNotFound",
     "FlowsClient",
     "FlowsClientError",
     "Label",
+    "QueryOptions",
+    "ReadOptions",
     "Reply",
     "RequestFailed",
+    "ServiceUnavailable",
     "ServiceUnreachable",
+    "ValidationError",
 ]
 
 Label = bool | int | float | str
 # A point in the log's history for `as_of`: a log position, or a time (aware, or ISO 8601 text).
 AsOf = int | datetime | str
+
+
+class ReadOptions(TypedDict, total=False):
+    """How a query reads: `min_position`/`wait_ms` wait for the read model to reach a log
+    position (read-your-writes, see the contract); `as_of` answers as of an earlier log
+    position or time, replayed from the log."""
+
+    min_position: int
+    wait_ms: int
+    as_of: AsOf
 
 
 class Filters(TypedDict, total=False):
@@ -71,6 +93,19 @@ class FlowsClientError(Exception):
     """Base of the client's own errors."""
 
 
+class QueryOptions(Filters, ReadOptions, total=False):
+    """A filter, count or paginate's keyword arguments: the filters and how to read."""
+
+
+def _split(options: QueryOptions) -> tuple[ReadOptions, Filters]:
+    read: ReadOptions = {}
+    filters: Filters = {}
+    for key, value in options.items():
+        target: Any = read if key in ReadOptions.__optional_keys__ else filters
+        target[key] = value
+    return read, filters
+
+
 class ServiceUnreachable(FlowsClientError):
     """No flows service answered: broker down, no responders, timeout or lost connection."""
 
@@ -80,11 +115,44 @@ class BadReply(FlowsClientError):
 
 
 class RequestFailed(FlowsClientError):
-    """Raised by `Reply.raise_for_status()` (and `iter_events`) for a non-2xx reply."""
+    """Raised by `Reply.raise_for_status()` (and `iter_events`) for a non-2xx reply; the
+    subclasses below mirror the answers Prefect's API gives."""
 
     def __init__(self, subject: str, reply: Reply) -> None:
         self.reply = reply
+        self.status = reply.status
+        self.detail: Any = reply.body.get("detail") if isinstance(reply.body, dict) else None
         super().__init__(f"{subject} answered {reply.status}: {_detail(reply.body)}")
+
+
+class FlowNotFound(RequestFailed):
+    """404: no live flow with that id or name."""
+
+
+class ValidationError(RequestFailed):
+    """422: the request failed validation; `errors` holds Prefect's pydantic errors (empty for
+    the plain `{"detail": ...}` ones, such as an invalid limit)."""
+
+    def __init__(self, subject: str, reply: Reply) -> None:
+        super().__init__(subject, reply)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        self.errors: list[dict[str, Any]] = list(body.get("exception_detail") or [])
+
+
+class Conflict(RequestFailed):
+    """409: the request conflicts with the state of the flows."""
+
+
+class ServiceUnavailable(RequestFailed):
+    """503: the service cannot do the work now (nothing was half-done); retry."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[RequestFailed]] = {
+    404: FlowNotFound,
+    409: Conflict,
+    422: ValidationError,
+    503: ServiceUnavailable,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +168,7 @@ class Reply:
 
     def raise_for_status(self, subject: str = "the request") -> Self:
         if not self.ok:
-            raise RequestFailed(subject, self)
+            raise _ERRORS_BY_STATUS.get(self.status, RequestFailed)(subject, self)
         return self
 
 
@@ -114,15 +182,26 @@ class FlowsClient:
         *,
         timeout: float = REQUEST_TIMEOUT_S,
         owns_connection: bool = False,
+        session_consistency: bool = True,
+        raise_errors: bool = False,
     ) -> None:
         self._nc = nc
         self._prefix = _checked_prefix(subject_prefix)
         self._timeout = timeout
         self._owns_connection = owns_connection
+        self._session = session_consistency
+        self._raise_errors = raise_errors
+        # The highest log position a reply gave this client: its queries wait for it.
+        self.position = 0
 
     @classmethod
     async def connect(
-        cls, settings: Settings, *, request_timeout: float = REQUEST_TIMEOUT_S
+        cls,
+        settings: Settings,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT_S,
+        session_consistency: bool = True,
+        raise_errors: bool = False,
     ) -> Self:
         """Connect for one short-lived use (the CLI): fail fast, never reconnect."""
         _checked_prefix(settings.subject_prefix)
@@ -152,7 +231,14 @@ class FlowsClient:
                 "service with `flows serve` (it starts an embedded nats-server when nothing runs "
                 "on the default URL), or point --nats-url / FLOWS_NATS_URL at your NATS server"
             ) from exc
-        return cls(nc, settings.subject_prefix, timeout=request_timeout, owns_connection=True)
+        return cls(
+            nc,
+            settings.subject_prefix,
+            timeout=request_timeout,
+            owns_connection=True,
+            session_consistency=session_consistency,
+            raise_errors=raise_errors,
+        )
 
     async def close(self) -> None:
         if self._owns_connection and not self._nc.is_closed:
@@ -205,36 +291,13 @@ class FlowsClient:
         _put(body, flows=flows, limit=limit)
         return await self.request("cmd.bulk_delete", body, msg_id=msg_id)
 
-    # -- queries (min_position / wait_ms: read-your-writes, see the contract; as_of: the
-    #    answer as of an earlier log position or time, replayed from the log) -------------
+    # -- queries (`ReadOptions`: min_position / wait_ms / as_of) ---------------------------
 
-    async def read(
-        self,
-        flow_id: str,
-        *,
-        min_position: int | None = None,
-        wait_ms: int | None = None,
-        as_of: AsOf | None = None,
-    ) -> Reply:
-        return await self.request(
-            "query.read", {"id": flow_id}, min_position=min_position, wait_ms=wait_ms, as_of=as_of
-        )
+    async def read(self, flow_id: str, **read: Unpack[ReadOptions]) -> Reply:
+        return await self.request("query.read", {"id": flow_id}, **read)
 
-    async def read_by_name(
-        self,
-        name: str,
-        *,
-        min_position: int | None = None,
-        wait_ms: int | None = None,
-        as_of: AsOf | None = None,
-    ) -> Reply:
-        return await self.request(
-            "query.read_by_name",
-            {"name": name},
-            min_position=min_position,
-            wait_ms=wait_ms,
-            as_of=as_of,
-        )
+    async def read_by_name(self, name: str, **read: Unpack[ReadOptions]) -> Reply:
+        return await self.request("query.read_by_name", {"name": name}, **read)
 
     async def filter(
         self,
@@ -242,30 +305,18 @@ class FlowsClient:
         limit: int | None = None,
         offset: int | None = None,
         sort: str | None = None,
-        min_position: int | None = None,
-        wait_ms: int | None = None,
-        as_of: AsOf | None = None,
-        **filters: Unpack[Filters],
+        **options: Unpack[QueryOptions],
     ) -> Reply:
+        read, filters = _split(options)
         body: dict[str, Any] = {}
         _put(body, limit=limit, offset=offset, sort=sort, **filters)
-        return await self.request(
-            "query.filter", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
-        )
+        return await self.request("query.filter", body, **read)
 
-    async def count(
-        self,
-        *,
-        min_position: int | None = None,
-        wait_ms: int | None = None,
-        as_of: AsOf | None = None,
-        **filters: Unpack[Filters],
-    ) -> Reply:
+    async def count(self, **options: Unpack[QueryOptions]) -> Reply:
+        read, filters = _split(options)
         body: dict[str, Any] = {}
         _put(body, **filters)
-        return await self.request(
-            "query.count", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
-        )
+        return await self.request("query.count", body, **read)
 
     async def paginate(
         self,
@@ -273,16 +324,12 @@ class FlowsClient:
         limit: int | None = None,
         page: int | None = None,
         sort: str | None = None,
-        min_position: int | None = None,
-        wait_ms: int | None = None,
-        as_of: AsOf | None = None,
-        **filters: Unpack[Filters],
+        **options: Unpack[QueryOptions],
     ) -> Reply:
+        read, filters = _split(options)
         body: dict[str, Any] = {}
         _put(body, limit=limit, page=page, sort=sort, **filters)
-        return await self.request(
-            "query.paginate", body, min_position=min_position, wait_ms=wait_ms, as_of=as_of
-        )
+        return await self.request("query.paginate", body, **read)
 
     # -- audit (reads the log itself) ------------------------------------------------------
 
@@ -341,6 +388,9 @@ class FlowsClient:
         headers: dict[str, str] = {}
         if msg_id is not None:
             headers["Nats-Msg-Id"] = msg_id
+        if self._session and as_of is None and operation.startswith("query."):
+            # The session's own writes first (an as-of answer reads the log, not the model).
+            min_position = max(min_position or 0, self.position) or None
         if min_position is not None:
             headers["Flows-Min-Position"] = str(min_position)
         if as_of is not None:
@@ -372,7 +422,12 @@ class FlowsClient:
                 f"lost the connection to NATS at {self._server()} while sending {subject} "
                 f"({_describe(exc)}): check that the NATS server is running"
             ) from exc
-        return _parse_reply(subject, msg.data, msg.headers or {})
+        reply = _parse_reply(subject, msg.data, msg.headers or {})
+        if reply.position is not None and as_of is None:
+            self.position = max(self.position, reply.position)
+        if self._raise_errors:
+            reply.raise_for_status(subject)
+        return reply
 
     def _server(self) -> str:
         url = self._nc.connected_url

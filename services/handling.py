@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from faststream.nats import NatsMessage, NatsResponse
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from events.subjects import Subjects
 from services.replies import Deferred, Reply
@@ -27,6 +29,8 @@ __all__ = ["RequestHandling"]
 log = logging.getLogger(__name__)
 
 Operation = Callable[[bytes, Mapping[str, str]], Awaitable[Reply | Deferred]]
+# Told of every reply: (subject, operation, reply, time.perf_counter_ns() at its arrival).
+Observe = Callable[[str, str, Reply, int], None]
 Handler = Callable[[NatsMessage], Awaitable[NatsResponse | None]]
 
 # How long a stopping service waits for requests it already received.
@@ -35,11 +39,16 @@ _DRAIN_S = 15.0
 
 class RequestHandling:
     def __init__(
-        self, settings: Settings, runtime: Runtime, connection: Callable[[], NatsClient]
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        connection: Callable[[], NatsClient],
+        observe: Observe,
     ) -> None:
         self._settings = settings
         self._runtime = runtime
         self._connection = connection
+        self._observe = observe
         self._policy = ReplyPolicy(Subjects(settings.subject_prefix), settings.reply_prefixes)
         self.refused = RefusedReplies()
         self._waiting = WaitingReplies(settings.max_waiting, self._publish)
@@ -68,6 +77,7 @@ class RequestHandling:
 
         async def handle(message: NatsMessage) -> NatsResponse | None:
             raw = message.raw_message
+            started = time.perf_counter_ns()
             answers_later = False
             try:
                 refusal = self._policy.refusal(raw.reply)
@@ -80,17 +90,30 @@ class RequestHandling:
                 if isinstance(outcome, Deferred):
                     if not raw.reply:  # nobody to answer: no reason to wait
                         return None
-                    answers_later = self._waiting.start(raw.reply, outcome, finished)
+
+                    def answered_later(reply: Reply) -> None:
+                        self._observe(subject, operation_name, reply, started)
+                        finished()
+
+                    answers_later = self._waiting.start(raw.reply, outcome, answered_later)
                     if answers_later:
                         message.reply_to = ""  # the waiting task answers instead
                         return None
                     outcome = _too_many_waiting(self._settings.max_waiting)
+                self._observe(subject, operation_name, outcome, started)
                 return NatsResponse(outcome.body, headers=outcome.headers())
             finally:
                 if not answers_later:
                     finished()
 
         return handle
+
+    def reply_allowed(self, msg: Msg) -> bool:
+        """For subscriptions outside FastStream (discovery): the same reply-subject check."""
+        refusal = self._policy.refusal(msg.reply)
+        if refusal is not None:
+            self.refused.record(msg.subject, msg.reply, refusal, msg.headers)
+        return refusal is None
 
     async def _run(
         self,

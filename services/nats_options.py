@@ -21,17 +21,12 @@ import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-from faststream.nats.security import (
-    NatsCredentials,
-    NatsNKey,
-    NatsSecurity,
-    NatsToken,
-    NatsUserPassword,
-)
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from services.settings import Settings
+
+if TYPE_CHECKING:  # FastStream is for the service only: the CLI's client path never imports it
+    from faststream.nats.security import NatsSecurity
 
 __all__ = ["Role", "broker_security", "connect_options", "inbox_prefix", "tls_context"]
 
@@ -120,6 +115,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 def broker_security(settings: Settings) -> NatsSecurity | None:
     """`connect_options` in the form FastStream's NatsBroker takes them (`security=`): the
     connection that answers requests (role "requests")."""
+    from faststream.nats.security import (
+        NatsCredentials,
+        NatsNKey,
+        NatsSecurity,
+        NatsToken,
+        NatsUserPassword,
+    )
+
     options = connect_options(settings)
     context: ssl.SSLContext | None = options.get("tls")
     hostname: str | None = options.get("tls_hostname")

@@ -23,6 +23,8 @@ __all__ = ["WaitingReplies"]
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Reply], Awaitable[None]]
+# What `done` is told when no reply could be sent (the service is stopping, NATS is gone).
+_UNSENT = Reply(503, error="the reply could not be sent")
 
 
 class WaitingReplies:
@@ -35,9 +37,9 @@ class WaitingReplies:
     def count(self) -> int:
         return len(self._tasks)
 
-    def start(self, reply_subject: str, deferred: Deferred, done: Callable[[], None]) -> bool:
-        """Answer `deferred` on `reply_subject` once it is ready, then call `done`. False (and
-        nothing started) when `limit` queries are waiting already."""
+    def start(self, reply_subject: str, deferred: Deferred, done: Callable[[Reply], None]) -> bool:
+        """Answer `deferred` on `reply_subject` once it is ready, then call `done` with the
+        reply. False (and nothing started) when `limit` queries are waiting already."""
         if len(self._tasks) >= self._limit:
             return False
         task = asyncio.create_task(self._answer(reply_subject, deferred, done))
@@ -46,15 +48,16 @@ class WaitingReplies:
         return True
 
     async def _answer(
-        self, reply_subject: str, deferred: Deferred, done: Callable[[], None]
+        self, reply_subject: str, deferred: Deferred, done: Callable[[Reply], None]
     ) -> None:
+        reply = _UNSENT
         try:
             reply = await deferred.answer()  # never raises: failures are error replies
             await self._publish(reply_subject, reply)
         except Exception:
             log.exception("could not send the reply of a query that waited for the read model")
         finally:
-            done()
+            done(reply)
 
     async def close(self) -> None:
         """Stop waiting (the service is stopping and has drained what it could)."""

@@ -8,16 +8,27 @@ without seeing each other's flows.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from services.embedded import EmbeddedNats, free_port
-from tests.processes import CliResult, ServiceProcess, Target, new_target, read_model, run_flows
+from tests.processes import (
+    FLOWS,
+    CliResult,
+    ServiceProcess,
+    Target,
+    new_target,
+    read_model,
+    run_flows,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -263,6 +274,49 @@ class TestAudit:
             [str(event["position"]), event["type"]] for event in events
         ]
         assert rows[1][3] == '{"tags":["b"]}'
+
+    async def test_replay_follow_keeps_printing_new_events_until_interrupted(
+        self, served: Target, token: str
+    ) -> None:
+        before = await create(served, token)
+        process = await asyncio.create_subprocess_exec(
+            FLOWS, "replay", "--follow", "--type", "FlowCreated", "--type", "FlowUpdated",
+            env=served.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        try:
+
+            async def next_event() -> dict[str, Any]:
+                async with asyncio.timeout(20):
+                    line = await process.stdout.readline()  # type: ignore[union-attr]
+                assert line, "replay --follow ended by itself"
+                event: dict[str, Any] = orjson.loads(line)
+                return event
+
+            # The existing log first, in order, up to our flow...
+            while (event := await next_event())["flow_id"] != before["id"]:
+                pass
+            # ...then what is appended while it runs, as it comes, with the filters applied.
+            after = await create(served, f"{token}-later")
+            await ok(served, "update", after["id"], "--tag", "x")
+            await ok(served, "delete", after["id"])  # FlowDeleted: filtered out
+            seen = [await next_event(), await next_event()]
+            assert [(e["type"], e["flow_id"]) for e in seen] == [
+                ("FlowCreated", after["id"]),
+                ("FlowUpdated", after["id"]),
+            ]
+            assert seen[0]["position"] > event["position"]
+        finally:
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(10):
+                await process.wait()
+        assert process.returncode == 130
+
+    async def test_replay_follow_with_an_end_is_refused(self, served: Target) -> None:
+        result = await flows(served, "replay", "--follow", "--to", "5")
+        assert result.returncode == 1
+        assert "--follow never ends" in result.stderr
 
     async def test_replay_prints_the_log_one_recorded_event_per_line_in_log_order(
         self, served: Target, token: str

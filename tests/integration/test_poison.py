@@ -120,7 +120,10 @@ async def test_flows_stats_reports_a_parked_message_of_a_running_service(
         text = await run_flows(target, "stats")
         as_json = await run_flows(target, "stats", "--json")
         await service.stop()
-    assert text.returncode == 0 and "status: degraded" in text.stdout, str(text)
+    # Degraded exits 1 (scripts and health checks see it), the report printed all the same.
+    assert text.returncode == 1 and "status: degraded" in text.stdout, str(text)
+    assert "the service is degraded" in text.stderr, str(text)
     assert f"position {ack.seq} on {subject}: not JSON" in text.stdout, str(text)
+    assert as_json.returncode == 1, str(as_json)
     body = as_json.json()
     assert body["parked"][0]["position"] == ack.seq and body["lag"] == 0, body

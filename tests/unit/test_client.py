@@ -258,3 +258,95 @@ class TestIterEvents:
         with pytest.raises(RequestFailed) as caught:
             _ = [e async for e in client_for(fake).iter_events()]
         assert caught.value.reply.status == 422
+
+
+class TestSessionConsistency:
+    """The client remembers the highest Flows-Position it was given and waits for it on every
+    query, so a session reads its own writes whichever instance answers."""
+
+    async def test_queries_after_a_command_carry_its_position(self) -> None:
+        positions = iter(["7", "12", "9"])
+
+        def respond(subject: str, body: Any) -> FakeMsg:
+            if subject.startswith("flows.cmd."):
+                return answer(201, {"id": "F"}, **{"Flows-Position": next(positions)})
+            return answer(200, 0)
+
+        fake = FakeNats(respond)
+        client = client_for(fake)
+        await client.count()  # nothing written yet: no header
+        await client.create("a")
+        await client.create("b")
+        await client.create("c")  # position 9: the session's position stays 12
+        await client.read("F")
+        await client.filter(flows={"name": {"any_": ["a"]}})
+        await client.paginate(limit=1, min_position=3)
+        await client.read_by_name("a", min_position=20)
+        sent = [message.headers for message in fake.sent]
+        assert sent[0] is None
+        assert [h.get("Flows-Min-Position") for h in sent[4:] if h] == ["12", "12", "12", "20"]
+        assert client.position == 12
+
+    async def test_as_of_queries_and_a_client_without_sessions_send_no_position(self) -> None:
+        def respond(subject: str, body: Any) -> FakeMsg:
+            return answer(201, {}, **{"Flows-Position": "5"})
+
+        fake = FakeNats(respond)
+        client = client_for(fake)
+        await client.create("a")
+        await client.count(as_of=3)
+        assert fake.sent[1].headers == {"Flows-As-Of": "3"}
+        plain = FlowsClient(fake, "flows", session_consistency=False)  # type: ignore[arg-type]
+        await plain.create("b")
+        await plain.count()
+        assert fake.sent[-1].headers is None
+
+
+class TestTypedErrors:
+    @pytest.mark.parametrize(
+        ("status", "body", "kind"),
+        [
+            (404, {"detail": "Flow not found"}, "FlowNotFound"),
+            (
+                422,
+                {
+                    "exception_message": "Invalid request received.",
+                    "exception_detail": [{"loc": ["body", "name"], "type": "missing"}],
+                    "request_body": {},
+                },
+                "ValidationError",
+            ),
+            (
+                422,
+                {"detail": "Invalid limit: must be less than or equal to 200."},
+                "ValidationError",
+            ),
+            (409, {"detail": "conflict"}, "Conflict"),
+            (503, {"detail": "read model behind"}, "ServiceUnavailable"),
+            (500, {"detail": "internal"}, "RequestFailed"),
+        ],
+    )
+    async def test_each_status_raises_its_exception(
+        self, status: int, body: Any, kind: str
+    ) -> None:
+        import services.client as client_module
+
+        fake = FakeNats(lambda subject, sent: answer(status, body))
+        reply = await client_for(fake).read("F")
+        with pytest.raises(getattr(client_module, kind)) as caught:
+            reply.raise_for_status("flows.query.read")
+        assert type(caught.value).__name__ == kind
+        assert isinstance(caught.value, RequestFailed)
+        assert caught.value.status == status
+        if kind == "ValidationError" and "exception_detail" in body:
+            assert caught.value.errors == body["exception_detail"]  # type: ignore[attr-defined]
+        if "detail" in body:
+            assert caught.value.detail == body["detail"]
+
+    async def test_a_client_may_raise_them_by_itself(self) -> None:
+        from services.client import FlowNotFound
+
+        fake = FakeNats(lambda subject, sent: answer(404, {"detail": "Flow not found"}))
+        client = FlowsClient(fake, "flows", raise_errors=True)  # type: ignore[arg-type]
+        with pytest.raises(FlowNotFound, match=r"flows\.query\.read answered 404: Flow not found"):
+            await client.read("F")
