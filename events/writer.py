@@ -91,6 +91,8 @@ class FlowWriter:
         # Commands on one flow (or one name) in this process go one at a time, so retries only
         # ever arbitrate between service instances, not between our own requests.
         self._locks = KeyedLocks()
+        # Appends that lost an optimistic-concurrency race (and were planned again): metrics.
+        self.conflicts = 0
 
     # -- stored replies ----------------------------------------------------------------------
     async def stored_reply(self, command_id: str) -> StoredReply | None:
@@ -160,6 +162,7 @@ class FlowWriter:
             try:
                 position = await self._log.append(messages)
             except WrongExpectedPosition:
+                self.conflicts += 1
                 if command_id is not None:
                     earlier = await self.stored_reply(command_id)
                     if earlier is not None:  # this command already ran (a concurrent retry)

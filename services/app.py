@@ -14,8 +14,11 @@ from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
 from services.discovery import Discovery
 from services.handling import RequestHandling
 from services.health import HealthReporter
+from services.metrics import Metrics
+from services.metrics_server import MetricsServer
 from services.nats_options import broker_security, inbox_prefix
 from services.replies import Reply
+from services.reply_policy import RefusedReplies
 from services.runtime import Runtime
 from services.settings import Settings, redact_url
 
@@ -72,12 +75,21 @@ def create_app(settings: Settings) -> FastStream:
     runtime = Runtime(settings)
     discovery = Discovery(settings)
 
+    refused = RefusedReplies()
+    # The health reporter reads the read model by itself, the log through the runtime's.
+    health = HealthReporter(settings, lambda: runtime.event_log, refused)
+    metrics = Metrics(runtime, health) if settings.metrics_addr else None
+    # Built here, so that an unusable address stops the service before it starts.
+    http = (
+        MetricsServer(metrics, settings.metrics_addr) if metrics and settings.metrics_addr else None
+    )
+
     def observe(subject: str, operation: str, reply: Reply, started_ns: int) -> None:
         discovery.record(subject, reply.status, reply.error, started_ns)
+        if metrics is not None:
+            metrics.observe(operation, reply.status, started_ns)
 
-    requests = RequestHandling(settings, runtime, lambda: broker.connection, observe)
-    # The health reporter reads the read model by itself, the log through the runtime's.
-    health = HealthReporter(settings, lambda: runtime.event_log, requests.refused)
+    requests = RequestHandling(settings, runtime, lambda: broker.connection, observe, refused)
     subjects = runtime.subjects
 
     def bind(
@@ -118,6 +130,9 @@ def create_app(settings: Settings) -> FastStream:
     app = FastStream(broker, logger=log, on_startup=[health.start], after_shutdown=[health.stop])
     app.on_startup(runtime.start)
     app.after_startup(subscribed)
+    if http is not None:
+        app.after_startup(http.start)
+        app.after_shutdown(http.stop)
 
     async def stop_answering() -> None:
         # Out of discovery first (a stopping instance is no longer one to find), then drain.

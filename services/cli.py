@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (1, see _Parser.error)
         return exc.code if isinstance(exc.code, int) else EXIT_DOMAIN
-    flags = {name: getattr(args, name, None) for name in SETTING_FLAGS + NATS_SECURITY_FLAGS}
+    flags = {
+        name: getattr(args, name, None)
+        for name in (*SETTING_FLAGS, *NATS_SECURITY_FLAGS, "metrics_addr")
+    }
     try:
         settings = Settings.from_env().with_overrides(**flags)
     except ValueError as exc:  # a FLOWS_* variable or flag that is not a valid setting
@@ -229,9 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", "the service's health: read-model lag and parked log messages", _stats, _stats_text
     )
 
-    command("serve", "run the service until SIGTERM/SIGINT").set_defaults(
-        local=_local("services.runner", "serve")
+    sub = command("serve", "run the service until SIGTERM/SIGINT")
+    sub.add_argument(
+        "--metrics-addr",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz there (overrides $FLOWS_METRICS_ADDR)",
     )
+    sub.set_defaults(local=_local("services.runner", "serve"))
     sub = command("replay", "print the event log, one JSON event per line")
     sub.add_argument("--from", dest="start", metavar="POS|TIME", help="first position or time")
     sub.add_argument("--to", dest="end", metavar="POS|TIME", help="last position or time")

@@ -44,13 +44,14 @@ class RequestHandling:
         runtime: Runtime,
         connection: Callable[[], NatsClient],
         observe: Observe,
+        refused: RefusedReplies,
     ) -> None:
         self._settings = settings
         self._runtime = runtime
         self._connection = connection
         self._observe = observe
         self._policy = ReplyPolicy(Subjects(settings.subject_prefix), settings.reply_prefixes)
-        self.refused = RefusedReplies()
+        self.refused = refused
         self._waiting = WaitingReplies(settings.max_waiting, self._publish)
         self._progress = asyncio.Event()  # set whenever a request is answered (or dropped)
         # Each subscription (FastStream's subscriber) with how many of its requests are done.

@@ -71,7 +71,7 @@ class HealthReporter:
     async def stats(self, payload: bytes, headers: Mapping[str, str]) -> Reply:
         try:
             request: StatsRequest = validate_body(StatsRequest, load_json_body(payload))
-            return json_reply(200, await self._report(request.parked_limit))
+            return json_reply(200, await self.report(request.parked_limit))
         except FlowsError as error:
             return error_reply(error)
         except SQLAlchemyError:
@@ -83,7 +83,8 @@ class HealthReporter:
             log.exception("unexpected failure while answering stats")
             return error_reply(FlowsError("internal error while answering stats; see the log"))
 
-    async def _report(self, parked_limit: int) -> dict[str, Any]:
+    async def report(self, parked_limit: int = 0) -> dict[str, Any]:
+        """The health report `stats` answers with (also read by metrics and /healthz)."""
         assert self._engine is not None, "not started"
         problems: list[str] = []
         log_end: int | None = None

@@ -120,8 +120,10 @@ class Runtime:
         self._engine: AsyncEngine | None = None
         self._projector_task: asyncio.Task[None] | None = None
         self.operations: FlowsOperations | None = None
-        # The log, once started: the health reporter reads its stream info through it.
+        # The parts that health and metrics read, once started.
         self.event_log: JetStreamLog | None = None
+        self.watcher: PositionWatcher | None = None
+        self.writer: FlowWriter | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -133,12 +135,13 @@ class Runtime:
         self.event_log = event_log
         self._engine = create_engine(settings)
         await create_schema(self._engine)
-        watcher = PositionWatcher()
+        watcher = self.watcher = PositionWatcher()
         projector = Projector(self._engine, event_log, self.subjects, watcher)
         applied = await projector.load_checkpoint()
         log_end = await event_log.last_position()
+        self.writer = FlowWriter(event_log, self.subjects)
         self.operations = FlowsOperations(
-            FlowWriter(event_log, self.subjects),
+            self.writer,
             self._engine,
             watcher,
             AuditReader(event_log, self.subjects),

@@ -52,6 +52,8 @@ _ENVIRONMENT = {
     # The subjects the service may answer on (services/reply_policy.py).
     "reply_prefixes": "FLOWS_REPLY_PREFIXES",
     "max_waiting": "FLOWS_MAX_WAITING",
+    # Where to serve Prometheus metrics and /healthz (host:port); off when unset.
+    "metrics_addr": "FLOWS_METRICS_ADDR",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
@@ -127,6 +129,8 @@ class Settings:
     # Queries waiting for the read model to reach a position, at once, in one process: past
     # it they answer 503 at once. Waiting requests hold no handler slot, only this.
     max_waiting: int = 10_000
+    # host:port of the HTTP endpoint with /metrics and /healthz (services/metrics_server.py).
+    metrics_addr: str | None = None
 
     def __post_init__(self) -> None:
         _check_nats_auth(self)
