@@ -109,9 +109,10 @@ async def projector_held(settings: Settings) -> AsyncIterator[None]:
         async with engine.connect() as conn:
             transaction = await conn.begin()
             try:
-                applied = await lock_checkpoint(conn)
-                if conn.dialect.name == "sqlite":
-                    await move_checkpoint(conn, applied)  # a write takes SQLite's write lock
+                # Rewriting the checkpoint as it is takes SQLite's one write lock, and on
+                # PostgreSQL the row's lock (or, before the first batch, the row's key: the
+                # projector's insert of it waits for this transaction).
+                await move_checkpoint(conn, await lock_checkpoint(conn))
                 yield
             finally:
                 await transaction.rollback()
