@@ -11,6 +11,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
 
 from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from services.asyncapi import describe_request
 from services.discovery import Discovery
 from services.handling import RequestHandling
 from services.health import HealthReporter
@@ -100,8 +101,11 @@ def create_app(settings: Settings) -> FastStream:
             queue=settings.queue_group,
             max_workers=settings.max_in_flight,
             decoder=_raw,
+            title=subject,
         )
-        subscriber(requests.handler(subject, operation_name, owner, subscriber))
+        handler = requests.handler(subject, operation_name, owner, subscriber)
+        describe_request(handler, operation_name)  # for the AsyncAPI document
+        subscriber(handler)
         discovery.add_endpoint(operation_name, subject)
 
     for name in COMMANDS:

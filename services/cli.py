@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
             options=("start", "end", "flow", "types", "follow"),
         )
     )
+    sub = command("asyncapi", "print the service's AsyncAPI document (JSON; --yaml for YAML)")
+    sub.add_argument("--yaml", action="store_true", help="YAML instead of JSON")
+    sub.set_defaults(
+        local=_local("services.asyncapi", "print_document", to_stdout=True, options=("yaml",))
+    )
     command("rebuild", "rebuild the read model from the event log").set_defaults(
         local=_local("services.audit_tools", "rebuild")
     )

@@ -30,7 +30,7 @@ from nats.nuid import NUID
 
 from services.settings import Settings
 
-__all__ = ["SERVICE_NAME", "Discovery", "Endpoint"]
+__all__ = ["SERVICE_NAME", "Discovery", "Endpoint", "service_version"]
 
 SERVICE_NAME = "flows"
 _VERBS = ("PING", "INFO", "STATS")
@@ -65,7 +65,7 @@ class Discovery:
     def __init__(self, settings: Settings) -> None:
         self.id = NUID().next().decode()
         self.started = datetime.now(UTC)
-        self.version = _version()
+        self.version = service_version()
         backend = settings.resolved_database_url.partition(":")[0].partition("+")[0]
         self.metadata = {
             "stream": settings.stream,
@@ -146,7 +146,7 @@ class Discovery:
         return handle
 
 
-def _version() -> str:
+def service_version() -> str:
     try:
         return importlib.metadata.version("flows-service")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
