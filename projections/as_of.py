@@ -101,8 +101,9 @@ class AsOfModels:
         if position > self._max_events:
             raise AsOfRefused(
                 f"Flows-As-Of position {position} would replay {position} log messages, more "
-                f"than this service's limit of {self._max_events} for as-of queries; ask for "
-                "an earlier point, or rebuild that state offline with `flows replay --to`"
+                f"than this service's limit of {self._max_events} for as-of queries "
+                "(FLOWS_AS_OF_MAX_EVENTS); ask for an earlier point, or rebuild that state "
+                "offline with `flows replay --to`"
             )
         async with self._building:
             found = self._cached(position)  # built by the request we waited for

@@ -147,7 +147,12 @@ class Runtime:
             AuditReader(event_log, self.subjects),
             LogEnd(event_log.last_position),
             settings.default_limit,
-            as_of=AsOfModels(event_log, self.subjects),
+            as_of=AsOfModels(
+                event_log,
+                self.subjects,
+                max_events=settings.as_of_max_events,
+                cache_size=settings.as_of_cached_models,
+            ),
         )
         # Queries wait until the projector has caught up with the log as it was at start-up.
         self.operations.require_position(log_end)

@@ -54,6 +54,9 @@ _ENVIRONMENT = {
     "max_waiting": "FLOWS_MAX_WAITING",
     # Where to serve Prometheus metrics and /healthz (host:port); off when unset.
     "metrics_addr": "FLOWS_METRICS_ADDR",
+    # What one Flows-As-Of answer may cost: log positions replayed, scratch models kept.
+    "as_of_max_events": "FLOWS_AS_OF_MAX_EVENTS",
+    "as_of_cached_models": "FLOWS_AS_OF_CACHED_MODELS",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
@@ -131,6 +134,10 @@ class Settings:
     max_waiting: int = 10_000
     # host:port of the HTTP endpoint with /metrics and /healthz (services/metrics_server.py).
     metrics_addr: str | None = None
+    # A Flows-As-Of query replays the log up to its position into a scratch model: the highest
+    # position answered, and how many such models are kept for the next queries.
+    as_of_max_events: int = 200_000
+    as_of_cached_models: int = 3
 
     def __post_init__(self) -> None:
         _check_nats_auth(self)
@@ -243,7 +250,14 @@ def _coerce(attribute: str, raw: str) -> object:
         if not path.is_file():
             raise ValueError(f"{_source(attribute)}: no file at {str(path)!r}")
         return path
-    if attribute in {"stream_replicas", "default_limit", "max_in_flight", "max_waiting"}:
+    if attribute in {
+        "stream_replicas",
+        "default_limit",
+        "max_in_flight",
+        "max_waiting",
+        "as_of_max_events",
+        "as_of_cached_models",
+    }:
         try:
             return int(raw)
         except ValueError:

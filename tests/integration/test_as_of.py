@@ -8,6 +8,7 @@ live model is exactly at the reply's position; the live answers recorded there a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from events.subjects import Subjects
 from projections.as_of import AsOfModels, AsOfRefused
 from services.client import AsOf, FlowsClient, Reply
 from services.settings import Settings
-from tests.integration.conftest import Wire
+from tests.integration.conftest import Wire, running
 
 BACKENDS = pytest.mark.parametrize(
     "read_model", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
@@ -158,3 +159,16 @@ async def test_a_point_costlier_than_the_cap_is_refused_with_what_to_do(
             pass
     finally:
         await models.close()
+
+
+async def test_the_cap_is_a_setting(settings: Settings, nc: NatsClient) -> None:
+    capped = dataclasses.replace(settings, as_of_max_events=3)
+    async with running(capped, nc):
+        client = FlowsClient(nc, capped.subject_prefix)
+        made = [await client.create(f"s-{i}") for i in range(4)]
+        end = made[-1].position
+        assert end is not None and end > 3
+        refused = await client.count(as_of=end)
+        assert refused.status == 422, refused
+        assert "limit of 3 for as-of queries (FLOWS_AS_OF_MAX_EVENTS)" in refused.body["detail"]
+        assert (await client.count(as_of=2)).status == 200
