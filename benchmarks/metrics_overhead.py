@@ -1,0 +1,106 @@
+"""What Prometheus metrics cost on the read path: one `flows serve` with metrics off and one with
+metrics on (FLOWS_METRICS_ADDR, scraped every second meanwhile, as Prometheus would), the same
+reads against each, alternating rounds so that machine noise falls on both.
+
+    .venv/bin/python -m benchmarks.metrics_overhead [--seconds 3] [--rounds 3]
+
+Prints reads/s and p50 per setting and in-flight count, and on/off ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from pathlib import Path
+
+import nats
+import orjson
+
+from benchmarks.loadgen import measure
+from benchmarks.processes import start_service, wait_for_answer
+from services.embedded import EmbeddedNats, free_port
+
+
+async def _scrape_every_second(port: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+
+
+async def run(seconds: float, rounds: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="flows-metrics-bench-"))
+    server = EmbeddedNats(workdir / "nats")
+    server.start()
+    port = free_port()
+    off = start_service(server.url, workdir / "off", FLOWS_SUBJECT_PREFIX="off", FLOWS_STREAM="OFF")
+    on = start_service(
+        server.url,
+        workdir / "on",
+        FLOWS_SUBJECT_PREFIX="on",
+        FLOWS_STREAM="ON",
+        FLOWS_METRICS_ADDR=f"127.0.0.1:{port}",
+    )
+    nc = await nats.connect(server.url)
+    stop = asyncio.Event()
+    scraper: asyncio.Task[None] | None = None
+    try:
+        ids: dict[str, str] = {}
+        for prefix, child in (("off", off), ("on", on)):
+            await wait_for_answer(nc, f"{prefix}.query.count", b"{}", child)
+            reply = await nc.request(f"{prefix}.cmd.create", b'{"name": "bench"}', timeout=10)
+            ids[prefix] = orjson.loads(reply.data)["id"]
+        scraper = asyncio.create_task(_scrape_every_second(port, stop))
+
+        def reader(prefix: str):  # type: ignore[no-untyped-def]
+            body = orjson.dumps({"id": ids[prefix]})
+
+            async def read(_: int) -> bool:
+                reply = await nc.request(f"{prefix}.query.read", body, timeout=10)
+                return (reply.headers or {}).get("Flows-Status") == "200"
+
+            return read
+
+        results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for _ in range(rounds):
+            for flight in (1, 32):
+                for prefix in ("off", "on"):
+                    found = await measure(reader(prefix), seconds, flight)
+                    results.setdefault((prefix, flight), []).append((found.rate, found.p50_ms))
+        print(f"{'metrics':8} {'in flight':>9} {'reads/s':>9} {'p50 ms':>8}")
+        for (prefix, flight), figures in sorted(results.items()):
+            rate = statistics.median(r for r, _ in figures)
+            p50 = statistics.median(p for _, p in figures)
+            print(f"{prefix:8} {flight:>9} {rate:>9.0f} {p50:>8.2f}")
+        for flight in (1, 32):
+            on_rate = statistics.median(r for r, _ in results[("on", flight)])
+            off_rate = statistics.median(r for r, _ in results[("off", flight)])
+            print(f"on/off throughput at {flight} in flight: {on_rate / off_rate:.3f}")
+    finally:
+        stop.set()
+        if scraper is not None:
+            await scraper
+        await nc.close()
+        off.stop()
+        on.stop()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(run(args.seconds, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
