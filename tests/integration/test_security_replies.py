@@ -132,6 +132,25 @@ class TestRepliesOnlyGoToInboxes:
             f"{service.subject_prefix}.{operation}": len(targets) for operation, _ in REQUESTS
         }
 
+    async def test_discovery_requests_are_held_to_the_same_rule(
+        self, wire: Wire, nc: NatsClient, service: Settings
+    ) -> None:
+        target = Subjects(service.subject_prefix).event(str(uuid.uuid4()))
+        listener = Listener()
+        await nc.subscribe(target, cb=listener.record)
+        before = await stream_end(nc, service.stream)
+        await nc.publish("$SRV.PING", b"", reply=target)
+        await nc.publish("$SRV.STATS.flows", b"", reply=target)
+        deadline = time.monotonic() + 10
+        while (await stats(nc, service.subject_prefix))["refused_requests"] != {
+            "$SRV.PING": 1,
+            "$SRV.STATS.flows": 1,
+        }:
+            assert time.monotonic() < deadline, "the discovery requests were not refused"
+        await nc.flush()
+        assert listener.seen == []
+        assert await stream_end(nc, service.stream) == before
+
     async def test_a_request_with_no_reply_subject_still_works_and_is_not_refused(
         self, wire: Wire, nc: NatsClient, service: Settings
     ) -> None:
