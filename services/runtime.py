@@ -22,6 +22,7 @@ from projections.store import configure_engine, create_schema
 from services.audit import AuditReader
 from services.nats_options import connect_options
 from services.operations import FlowsOperations
+from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
 __all__ = ["NatsRefused", "Runtime", "connect_nats", "create_engine"]
@@ -66,7 +67,7 @@ async def connect_nats(settings: Settings, name: str, *, retry: bool = True) -> 
     nc = NatsClient()
     try:
         await nc.connect(
-            settings.nats_url,
+            seed_urls(settings.nats_url),  # one URL or a cluster's seed list
             name=name,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
