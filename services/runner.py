@@ -12,7 +12,9 @@ from events.errors import LogUnavailable
 from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
 from services.fault_injection import install_from_env as install_fault_injection
+from services.nats_readiness import wait_for_nats
 from services.settings import Settings, redact_url
+from services.startup import StartupFailed
 
 __all__ = ["before_run", "serve"]
 
@@ -37,14 +39,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     )
     install_fault_injection()  # only for crash tests: off unless FLOWS_FAULT_* is set
     embedded: EmbeddedNats | None = None
-    if not nats_answers(settings.nats_url):
-        if settings.nats_url_explicit:
-            log.error(
-                "nothing answers at %s (FLOWS_NATS_URL / --nats-url); start NATS there, or "
-                "leave the setting out to run an embedded nats-server",
-                redact_url(settings.nats_url),
-            )
+    if settings.nats_url_explicit:
+        try:  # NATS may be starting along with us: wait for it, up to FLOWS_STARTUP_TIMEOUT_S
+            await wait_for_nats(settings)
+        except StartupFailed as exc:
+            log.error("the flows service could not start: %s", exc)
             return 3
+    elif not nats_answers(settings.nats_url):
         # The default URL: run nats-server ourselves, where the URL says.
         port = urlparse(settings.nats_url).port or 4222
         embedded = EmbeddedNats(settings.data_dir / "nats", port=port)
@@ -68,7 +69,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         return 3
     try:
         await app.start()
-    except (LogUnavailable, OSError) as exc:
+    except (LogUnavailable, OSError, StartupFailed) as exc:
         log.error("the flows service could not start: %s", exc)
         await app.stop()
         return 3
