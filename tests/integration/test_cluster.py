@@ -84,3 +84,34 @@ class TestClusterStartUp:
             log = service.log_path.read_text()
             assert "JetStream is ready, after" in log, log
             assert "Traceback" not in log, log
+
+
+class TestStoppingWhileWaiting:
+    """SIGTERM during start-up's wait ends it (docker stop must not wait out the limit)."""
+
+    async def test_sigterm_while_waiting_for_nats_exits_0_at_once(self, tmp_path: Path) -> None:
+        nowhere = f"nats://127.0.0.1:{free_port()}"
+        target = new_target(nowhere, tmp_path)
+        async with ServiceProcess(target, FLOWS_STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S) as service:
+            service.spawn()
+            await service.wait_for_output("waiting for NATS")
+            assert await service.terminate(timeout_s=10) == 0, service.log()
+        assert "stopping while starting" in service.log_path.read_text()
+
+    async def test_sigterm_while_waiting_for_jetstream_exits_0_at_once(
+        self, tmp_path: Path
+    ) -> None:
+        async with NatsCluster(tmp_path / "cluster") as cluster:
+            await cluster.start(0)  # one of three: JetStream cannot answer
+            target = new_target(cluster.url(0), tmp_path)
+            async with ServiceProcess(
+                target,
+                FLOWS_STREAM_REPLICAS="3",
+                FLOWS_STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S,
+            ) as service:
+                service.spawn()
+                await service.wait_for_output("waiting for JetStream")
+                assert await service.terminate(timeout_s=10) == 0, service.log()
+            log = service.log_path.read_text()
+            assert "stopping while starting" in log, log
+            assert "Traceback" not in log, log
