@@ -15,6 +15,7 @@ __all__ = [
     "FlowsError",
     "InvalidLimit",
     "InvalidRequest",
+    "JetStreamRefused",
     "LogUnavailable",
     "MalformedEvent",
     "ReadModelBehind",
@@ -76,6 +77,15 @@ class ServiceUnavailable(FlowsError):
 
 class LogUnavailable(ServiceUnavailable):
     """The event log (JetStream) could not be reached or did not answer in time."""
+
+
+class JetStreamRefused(LogUnavailable):
+    """JetStream answered an API request with an error; `code` is its `err_code` (e.g. 10005,
+    no suitable peers: a clustered stream's replicas cannot be placed yet)."""
+
+    def __init__(self, endpoint: str, description: str, code: int) -> None:
+        self.code = code
+        super().__init__(f"JetStream refused {endpoint}: {description} (code {code})")
 
 
 class ReadModelBehind(ServiceUnavailable):

@@ -28,7 +28,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBuffer
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from events.errors import LogUnavailable
+from events.errors import JetStreamRefused, LogUnavailable
 from events.group_commit import GroupCommit
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 from events.subjects import Subjects
@@ -331,9 +331,8 @@ class JetStreamLog:
         if error:
             if allow_missing and error.get("err_code") == _STREAM_NOT_FOUND:
                 return None
-            raise LogUnavailable(
-                f"JetStream refused {endpoint}: {error.get('description')} "
-                f"(code {error.get('err_code')})"
+            raise JetStreamRefused(
+                endpoint, str(error.get("description")), int(error.get("err_code", 0))
             )
         return body
 

@@ -21,6 +21,7 @@ from services.nats_options import broker_security, inbox_prefix
 from services.replies import Reply
 from services.reply_policy import RefusedReplies
 from services.runtime import Runtime
+from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
 __all__ = ["create_app"]
@@ -58,7 +59,7 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
 
 def create_app(settings: Settings) -> FastStream:
     broker = NatsBroker(
-        settings.nats_url,
+        seed_urls(settings.nats_url),  # one URL or a cluster's seed list
         apply_types=False,
         # FastStream's two INFO lines per message halve throughput; the service logs what
         # matters itself.

@@ -27,6 +27,7 @@ import orjson
 from nats.aio.client import Client
 
 from services.nats_options import connect_options
+from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
 __all__ = [
@@ -214,7 +215,7 @@ class FlowsClient:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S * 2 + 1):
                 nc = await nats.connect(
-                    url,
+                    seed_urls(url),  # one URL or a cluster's seed list
                     connect_timeout=CONNECT_TIMEOUT_S,
                     allow_reconnect=False,
                     max_reconnect_attempts=1,  # 0 would mean "retry forever" in nats-py

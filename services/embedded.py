@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from services.seeds import seed_urls
+
 __all__ = [
     "DEFAULT_SYNC_INTERVAL",
     "EmbeddedNats",
@@ -60,14 +62,19 @@ def free_port() -> int:
 
 
 def nats_answers(url: str, timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections where the URL points."""
+    """Whether something accepts TCP connections where the URL points; for a seed list
+    (`nats://a:4222,nats://b:4222`), at any of its URLs."""
+    return any(_accepts(seed, timeout_s) for seed in seed_urls(url))
+
+
+def _accepts(url: str, timeout_s: float) -> bool:
     parsed = urlparse(url)
     try:
         with socket.create_connection(
             (parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s
         ):
             return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a port that is not a number
         return False
 
 

@@ -12,17 +12,20 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events.jetstream import JetStreamLog, StreamSettings
+from events.jetstream import JetStreamLog
 from events.subjects import Subjects
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
 from projections.log_end import LogEnd
 from projections.positions import PositionWatcher
 from projections.projector import Projector
-from projections.store import configure_engine, create_schema
+from projections.store import configure_engine
 from services.audit import AuditReader
+from services.database_readiness import create_schema_when_ready
+from services.jetstream_readiness import ensure_stream_when_ready
 from services.nats_options import Role, connect_options
 from services.operations import FlowsOperations
+from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
 __all__ = ["NatsRefused", "Runtime", "connect_nats", "create_engine"]
@@ -72,7 +75,7 @@ async def connect_nats(
     nc = NatsClient()
     try:
         await nc.connect(
-            settings.nats_url,
+            seed_urls(settings.nats_url),  # one URL or a cluster's seed list
             name=name,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
@@ -129,12 +132,12 @@ class Runtime:
         settings = self.settings
         self._nc = await connect_nats(settings, "flows-service-log")
         event_log = JetStreamLog(self._nc, self.subjects, settings.stream, settings.log_timeout_s)
-        await event_log.ensure_stream(
-            StreamSettings(settings.stream, settings.stream_replicas, settings.duplicate_window_s)
-        )
+        # Both wait, up to FLOWS_STARTUP_TIMEOUT_S, for a cluster still forming or a database
+        # still starting (services/startup.py).
+        await ensure_stream_when_ready(event_log, self._nc, settings)
         self.event_log = event_log
         self._engine = create_engine(settings)
-        await create_schema(self._engine)
+        await create_schema_when_ready(self._engine, settings)
         watcher = self.watcher = PositionWatcher()
         projector = Projector(self._engine, event_log, self.subjects, watcher)
         applied = await projector.load_checkpoint()

@@ -10,7 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from services.seeds import check_seed_urls, hide_credentials, seed_urls
 
 __all__ = ["DEFAULT_NATS_URL", "Settings", "redact_url"]
 
@@ -30,6 +32,7 @@ _ENVIRONMENT = {
     "queue_group": "FLOWS_QUEUE_GROUP",
     "max_in_flight": "FLOWS_MAX_IN_FLIGHT",
     "log_level": "FLOWS_LOG_LEVEL",
+    "startup_timeout_s": "FLOWS_STARTUP_TIMEOUT_S",
     # How the service proves who it is to NATS, and how it checks NATS (services/nats_options.py).
     "nats_user": "FLOWS_NATS_USER",
     "nats_password": "FLOWS_NATS_PASSWORD",
@@ -100,6 +103,9 @@ class Settings:
     # How long a command waits for JetStream before answering 503.
     log_timeout_s: float = 5.0
     log_level: str = "INFO"
+    # How long start-up waits for each dependency (NATS, JetStream's cluster, the database) to
+    # become ready before giving up with exit code 3 (services/startup.py).
+    startup_timeout_s: float = 60.0
     # Whether `nats_url` was given explicitly: only the default URL may fall back to an
     # embedded nats-server.
     nats_url_explicit: bool = False
@@ -140,6 +146,7 @@ class Settings:
     as_of_cached_models: int = 3
 
     def __post_init__(self) -> None:
+        check_seed_urls(self.nats_url, _source("nats_url"))
         _check_nats_auth(self)
         _check_nats_auth(self, log=True)
         _check_reply_prefixes(self)
@@ -184,12 +191,9 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """A URL fit for a log line or an error message: any user, password or token replaced."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    """A URL, or a comma-separated list of them (a NATS seed list), fit for a log line or an
+    error message: any user, password or token replaced, in every URL of the list."""
+    return ",".join(hide_credentials(part) for part in url.split(","))
 
 
 def _check_nats_auth(settings: Settings, *, log: bool = False) -> None:
@@ -207,7 +211,7 @@ def _check_nats_auth(settings: Settings, *, log: bool = False) -> None:
         for name in ("user", "token", "nkey_seed", "creds")
         if getattr(settings, f"{kind}{name}") is not None
     ]
-    if not log and "@" in urlsplit(settings.nats_url).netloc:
+    if not log and any("@" in urlsplit(url).netloc for url in seed_urls(settings.nats_url)):
         chosen.append("nats_url")
     if len(chosen) > 1:
         raise ValueError(
@@ -262,6 +266,9 @@ def _coerce(attribute: str, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise ValueError(f"setting {attribute} must be an integer, got {raw!r}") from None
-    if attribute == "duplicate_window_s":
-        return float(raw)
+    if attribute in {"duplicate_window_s", "startup_timeout_s"}:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"setting {attribute} must be a number, got {raw!r}") from None
     return raw

@@ -185,6 +185,21 @@ class ServiceProcess:
         finally:
             await nc.close()
 
+    async def wait_for_output(self, text: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until `text` appears in the process's log (e.g. a start-up that says it waits)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_path.read_text(errors="replace"):
+            if self.returncode is not None:  # it may have said it just before exiting
+                said = text in self.log_path.read_text(errors="replace")
+                assert said, (
+                    f"{self.name} exited with code {self.returncode}, never saying {text!r}\n{self.log()}"
+                )
+                return
+            assert time.monotonic() < deadline, (
+                f"{self.name} did not say {text!r} within {timeout_s}s\n{self.log()}"
+            )
+            await asyncio.sleep(0.05)  # a file has no change notification here: look again
+
     def signal(self, signum: int) -> None:
         assert self._process is not None and self._process.poll() is None, "not running"
         self._process.send_signal(signum)

@@ -34,13 +34,19 @@ async def read_model(
         return
     if postgres_url is None:
         pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    name = f"flows_{settings.stream.lower()}"
+    async with fresh_postgres_database(postgres_url, f"flows_{settings.stream.lower()}") as url:
+        yield dataclasses.replace(settings, database_url=url)
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(postgres_url: str, name: str) -> AsyncIterator[str]:
+    """A new, empty database `name` on the server of `postgres_url`, dropped on exit: its URL."""
     admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
         base, _, _ = postgres_url.rpartition("/")
-        yield dataclasses.replace(settings, database_url=f"{base}/{name}")
+        yield f"{base}/{name}"
     finally:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

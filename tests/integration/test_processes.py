@@ -369,10 +369,12 @@ class TestNoBroker:
         self, target: Target
     ) -> None:
         closed = replace(target, nats_url=f"nats://127.0.0.1:{free_port()}")
-        async with ServiceProcess(closed) as service:
+        # It waits for NATS first (FLOWS_STARTUP_TIMEOUT_S), as when started along with NATS.
+        async with ServiceProcess(closed, FLOWS_STARTUP_TIMEOUT_S="1") as service:
             service.spawn()
             code = await service.wait()
             log = service.log_path.read_text()
         assert code == 3, log
-        assert f"nothing answers at {closed.nats_url}" in log, log
+        assert f"waiting for NATS: nothing answers at {closed.nats_url}" in log, log
+        assert "gave up waiting for NATS after 1s (FLOWS_STARTUP_TIMEOUT_S)" in log, log
         assert "FLOWS_NATS_URL" in log, log

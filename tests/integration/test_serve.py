@@ -55,6 +55,8 @@ async def test_serve_runs_an_embedded_nats_server_when_nothing_answers(tmp_path:
 
 async def test_serve_refuses_an_explicit_url_where_nothing_answers(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
-    settings = Settings(nats_url=url, nats_url_explicit=True, data_dir=tmp_path / "data")
+    settings = Settings(
+        nats_url=url, nats_url_explicit=True, data_dir=tmp_path / "data", startup_timeout_s=0.5
+    )
     assert await asyncio.wait_for(serve(settings, asyncio.Event()), 10) == 3
     assert not nats_answers(url)
