@@ -44,7 +44,7 @@ class RawNats:
         return cls(reader, writer)
 
     def request_now(self, subject: str, payload: bytes, sid: int) -> None:
-        inbox = f"_RAW.{uuid.uuid4().hex}"
+        inbox = f"_INBOX.raw.{uuid.uuid4().hex}"  # the service answers on inboxes only
         self.writer.write(
             f"SUB {inbox} {sid}\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
             + payload
