@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from events import jsoncodec
 
 __all__ = ["NameMarker", "StoredReply"]
 
@@ -26,11 +26,11 @@ class NameMarker:
     held: bool
 
     def encode(self) -> bytes:
-        return orjson.dumps({"name": self.name, "flow_id": self.flow_id, "held": self.held})
+        return jsoncodec.dumps({"name": self.name, "flow_id": self.flow_id, "held": self.held})
 
     @classmethod
     def decode(cls, payload: bytes) -> NameMarker:
-        raw = orjson.loads(payload)
+        raw = jsoncodec.loads(payload)
         return cls(name=str(raw["name"]), flow_id=str(raw["flow_id"]), held=bool(raw["held"]))
 
 
@@ -47,7 +47,7 @@ class StoredReply:
     position: int | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(
+        return jsoncodec.dumps(
             {
                 "command_id": self.command_id,
                 "operation": self.operation,
@@ -59,7 +59,7 @@ class StoredReply:
 
     @classmethod
     def decode(cls, payload: bytes, own_position: int) -> StoredReply:
-        raw = orjson.loads(payload)
+        raw = jsoncodec.loads(payload)
         position = raw.get("position")
         return cls(
             command_id=str(raw["command_id"]),

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-import orjson
 from nats.errors import Error as NatsError
 
+from events import jsoncodec
 from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
 from events.model import EVENT_TYPES
@@ -117,7 +117,7 @@ async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: Repla
                         break
                     recorded = recorded_json(message)
                     if selection.types is None or recorded.get("type") in selection.types:
-                        out.write(orjson.dumps(recorded).decode() + "\n")
+                        out.write(jsoncodec.dumps(recorded).decode() + "\n")
                 if not page:
                     break
                 after = page[-1].position
