@@ -147,7 +147,9 @@ def _validate(
             values[param.name] = param.default
             continue
         try:
-            values[param.name] = param.adapter.validate_python(raw)
+            # FastAPI validates with `from_attributes=True`: a non-object filter (at any level)
+            # is `model_attributes_type`, not `model_type`.
+            values[param.name] = param.adapter.validate_python(raw, from_attributes=True)
         except ValidationError as exc:
             errors.extend(prefect_errors(exc, ("body", param.name)))
     return values, errors
