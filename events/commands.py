@@ -46,8 +46,13 @@ __all__ = [
 Name: TypeAlias = Annotated[str, Field(pattern=r"^[^/%&><]+$")]
 
 # Strict members tried in this order, as in `prefect.types.KeyValueLabels`: JSON true stays a
-# bool and 3 an int instead of being coerced by an earlier member.
-LabelValue: TypeAlias = StrictBool | StrictInt | StrictFloat | str
+# bool and 3 an int instead of being coerced by an earlier member. Integers have no bound, as in
+# Prefect. Unlike Prefect, NaN and the infinities (JSON `NaN`, `Infinity`, `1e400`) are refused
+# (`finite_number` at "float"): Prefect accepts them and then fails with a 500, and no JSON
+# reply or event could carry them.
+LabelValue: TypeAlias = (
+    StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | str
+)
 
 # Starlette's `uuid` path convertor: 32 hex digits, each of the four dashes optional, any case.
 # pydantic's own UUID type disagrees at the edges (it rejects partial dashes, accepts braces and

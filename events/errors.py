@@ -20,6 +20,7 @@ __all__ = [
     "MalformedEvent",
     "ReadModelBehind",
     "ServiceUnavailable",
+    "UnparsableBody",
 ]
 
 
@@ -61,6 +62,16 @@ class InvalidRequest(FlowsError):
             "exception_detail": self.errors,
             "request_body": self.request_body,
         }
+
+
+class UnparsableBody(FlowsError):
+    """A body Python's `json` cannot read for a reason other than its syntax (not UTF-8, UTF-16
+    or UTF-32 text, nested past the parser's stack): FastAPI's plain 400."""
+
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("There was an error parsing the body")
 
 
 class InvalidLimit(FlowsError):

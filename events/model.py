@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, cast, get_args
 from uuid import UUID
 
-import orjson
-
+from events import jsoncodec
 from events.errors import MalformedEvent
 from events.timefmt import format_datetime, parse_datetime
 from events.upcasting import SCHEMA_VERSION, upcast
@@ -77,7 +76,7 @@ class RecordedEvent:
 
 
 def encode_event(event: Event) -> bytes:
-    return orjson.dumps(event.as_json())
+    return jsoncodec.dumps(event.as_json())
 
 
 def _require(condition: bool, position: int, reason: str) -> None:
@@ -88,8 +87,8 @@ def _require(condition: bool, position: int, reason: str) -> None:
 def decode_event(payload: bytes, position: int) -> RecordedEvent:
     """Decode one log message; anything that is not a well-formed event raises MalformedEvent."""
     try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
+        raw = jsoncodec.loads(payload)
+    except ValueError as exc:
         raise MalformedEvent(position, f"not JSON: {exc}") from None
     _require(isinstance(raw, dict), position, "not a JSON object")
     raw, written = upcast(raw, position)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from events import jsoncodec
 
 __all__ = ["MalformedRecord", "NameMarker", "StoredReply"]
 
@@ -26,8 +26,8 @@ class MalformedRecord(ValueError):
 
 def _fields(payload: bytes, kind: str) -> dict[str, Any]:
     try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
+        raw = jsoncodec.loads(payload)
+    except ValueError as exc:  # UnicodeDecodeError too: a ValueError
         raise MalformedRecord(f"not a {kind}: not JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise MalformedRecord(f"not a {kind}: a JSON {type(raw).__name__}, not an object")
@@ -42,7 +42,7 @@ class NameMarker:
     held: bool
 
     def encode(self) -> bytes:
-        return orjson.dumps({"name": self.name, "flow_id": self.flow_id, "held": self.held})
+        return jsoncodec.dumps({"name": self.name, "flow_id": self.flow_id, "held": self.held})
 
     @classmethod
     def decode(cls, payload: bytes) -> NameMarker:
@@ -66,7 +66,7 @@ class StoredReply:
     position: int | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(
+        return jsoncodec.dumps(
             {
                 "command_id": self.command_id,
                 "operation": self.operation,

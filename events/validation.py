@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from events.errors import InvalidRequest
+from events import jsoncodec
+from events.errors import InvalidRequest, UnparsableBody
 
 __all__ = ["load_json_body", "prefect_errors", "validate_body"]
 
@@ -20,120 +22,81 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 _JSON_PRIMITIVES = (str, int, float, bool, type(None))
-# Deeper bodies are refused: nothing in the contract nests past ~6 levels, while validation,
-# error replies (which echo the body) and orjson (255 levels) would fail on a deep one.
-MAX_DEPTH = 64
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Deeper bodies are refused with FastAPI's 400. Prefect itself validates up to ~900 levels (its
+# parser's stack) and answers 400 beyond; the service stops at 250 because every answer must
+# stay writable: a 422 echoes the body three levels down in its envelope, and orjson writes at
+# most 254 levels.
+MAX_DEPTH = 250
+_UNREAD: Any = object()
 
 
 def load_json_body(raw: bytes) -> Any:
-    """Parse a request payload; an empty payload means `{}` (the contract).
+    """Parse a request payload as Prefect (Starlette's `json.loads` of the bytes) does.
 
-    Malformed JSON gives Prefect's `json_invalid` error: `loc ["body", <char offset>]` and the
-    raw text as `request_body`.
+    Only an *empty* payload means `{}` (the contract). Malformed JSON gives Prefect's
+    `json_invalid` error: `loc ["body", <char offset>]` and the decoded text as `request_body`.
+    Text Python cannot decode (invalid UTF-8, broken UTF-16/32) gets FastAPI's plain 400, and so
+    does a body the service will not carry: one nested past `MAX_DEPTH` or holding a lone
+    UTF-16 surrogate (Prefect fails on that with a 500). orjson reads the usual body; the
+    standard library takes over wherever orjson would refuse or round what Python accepts
+    (a BOM, UTF-16/32, NaN, integers beyond 64 bits, whitespace only), so the answer is the
+    same either way.
     """
-    if not raw or not raw.strip():
+    if not raw:
         return {}
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ["body", exc.start],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": "Invalid UTF-8"},
-                }
-            ],
-            raw.decode("utf-8", errors="replace"),
-        ) from None
-    try:
-        value = json.loads(text, parse_int=_int64)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ["body", exc.pos],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ],
-            text,
-        ) from None
-    except RecursionError:
-        raise _too_deep() from None
-    except _OutOfRange as exc:
-        raise InvalidRequest(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ["body", 0],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": f"integer {exc.text[:40]} is outside the 64-bit range"},
-                }
-            ],
-            None,
-        ) from None
+    value = _load_with_orjson(raw)
+    if value is _UNREAD:
+        value = _load_as_prefect(raw)
+        if jsoncodec.has_lone_surrogate(value):
+            raise UnparsableBody()
     # Only a body with many brackets can be deep: the walk is skipped for the usual ones.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
-        raise _too_deep()
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(value):
+        raise UnparsableBody()
     return value
 
 
-class _OutOfRange(ValueError):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-def _int64(text: str) -> int:
-    """JSON integers as signed 64-bit values: what SQL parameters, orjson and every reply
-    can carry (a larger one would fail far from here, after the request was accepted)."""
+def _load_with_orjson(raw: bytes) -> Any:
+    """The body as orjson reads it, or `_UNREAD` where Python's parser must decide."""
+    if jsoncodec.may_be_inexact_in_orjson(raw):
+        return _UNREAD
     try:
-        value = int(text)
-    except ValueError:  # more digits than Python converts
-        raise _OutOfRange(text) from None
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _OutOfRange(text)
-    return value
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _UNREAD
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether JSON nests deeper than `limit` (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
+def _load_as_prefect(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        error = {
+            "type": "json_invalid",
+            "loc": ["body", exc.pos],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": exc.msg},
+        }
+        raise InvalidRequest([error], exc.doc) from None
+    except (ValueError, RecursionError):
+        # FastAPI answers every other failure of the parser (UnicodeDecodeError, an integer of
+        # more than 4300 digits, nesting past the stack) with its plain 400.
+        raise UnparsableBody() from None
 
 
-def _too_deep() -> InvalidRequest:
-    return InvalidRequest(
-        [
-            {
-                "type": "json_invalid",
-                "loc": ["body", 0],
-                "msg": "JSON decode error",
-                "input": {},
-                "ctx": {"error": f"nested more than {MAX_DEPTH} levels deep"},
-            }
-        ],
-        None,
+def _too_deep(value: Any) -> bool:
+    return any(
+        depth > MAX_DEPTH and isinstance(item, dict | list) for item, depth in jsoncodec.walk(value)
     )
 
 
 def _jsonable(value: Any) -> Any:
+    """A value as FastAPI's `jsonable_encoder` writes it into Prefect's 422."""
     if isinstance(value, _JSON_PRIMITIVES):
         return value
+    if isinstance(value, BaseException):
+        # A validator's ValueError in `ctx.error`: the encoder writes an object's attributes,
+        # and an exception has none, so Prefect sends `{}`.
+        return {}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -213,6 +213,19 @@ def _texts(values: Iterable[UUID | str]) -> list[str]:
     return [str(v) for v in values]
 
 
+def _split_nul(texts: list[str]) -> tuple[list[str], list[str]]:
+    """Values SQLite's JSON functions carry intact, and the others as the upper-case hex of
+    their UTF-8, what SQLite's `hex()` gives for a column.
+
+    `json_each` cuts a string at U+0000 ("nul\\u0000byte" arrives as "nul"), so a value holding
+    one is compared by its bytes instead: `hex(column) IN (...)`, which reads every row (no
+    index) but is only ever built for such values.
+    """
+    plain = [text for text in texts if "\x00" not in text]
+    with_nul = [text.encode().hex().upper() for text in texts if "\x00" in text]
+    return plain, with_nul
+
+
 class _Compiler:
     """Compiles filter models for one SQL dialect. Each method compiles one (sub-)filter."""
 
@@ -238,7 +251,12 @@ class _Compiler:
         texts = _texts(values)
         if self.postgres:
             return column == any_(self._array(texts))
-        return column.in_(self._json_values(texts))
+        plain, with_nul = _split_nul(texts)
+        found = column.in_(self._json_values(plain))
+        if not with_nul:
+            return found
+        by_bytes = func.hex(column).in_(self._json_values(with_nul))
+        return or_(found, by_bytes) if plain else by_bytes
 
     def not_any_(
         self, column: ColumnElement[Any], values: Sequence[UUID | str] | None
@@ -248,7 +266,16 @@ class _Compiler:
         texts = _texts(values)
         if self.postgres:
             return column != all_(self._array(texts))
-        return column.not_in(self._json_values(texts))
+        plain, with_nul = _split_nul(texts)
+        kept = column.not_in(self._json_values(plain))
+        if not with_nul:
+            return kept
+        # `hex(NULL)` is '', which no value matches: `IS NOT NULL` keeps SQL's rule that a NULL
+        # key is never NOT IN anything.
+        return and_(
+            kept if plain else column.is_not(None),
+            func.hex(column).not_in(self._json_values(with_nul)),
+        )
 
     def tags_all(self, column: ColumnElement[Any], tags: Sequence[str] | None) -> Clause | None:
         """JSON list ⊇ tags (duplicates in either list do not count)."""

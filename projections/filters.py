@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+import pendulum
+from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DeploymentFilter",
@@ -102,13 +104,43 @@ class FlowSort(StrEnum):
     NAME_DESC = "NAME_DESC"
 
 
-def _assume_utc(value: datetime) -> datetime:
-    # A naive timestamp has no defined instant; read it as UTC (the read model's zone) rather
-    # than as the server's local time, so a query means the same thing on every machine.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _prefect_datetime(value: Any, pydantic_datetime: ValidatorFunctionWrapHandler) -> datetime:
+    """Prefect's filter `DateTime` (pydantic-extra-types' pendulum type, what Prefect 3.9.1
+    runs on Python < 3.13), step for step, because its steps decide the 422s.
+
+    pydantic's lax datetime first; whatever it refuses goes to `pendulum.parse(strict=True)`,
+    whose own messages become `value_error`s ("Unable to parse string [x]", "hour must be in
+    0..23"); a value pendulum cannot take at all (a list, a boolean) is "value is not a valid
+    datetime". Pendulum also accepts forms pydantic does not ("2020-W01", "10:00" today).
+    """
+    try:
+        return _as_utc(pydantic_datetime(value))
+    except ValueError:
+        try:
+            parsed = pendulum.parse(value, strict=True)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise PydanticCustomError("value_error", "value is not a valid datetime") from exc
+        if not isinstance(parsed, pendulum.DateTime):  # a Duration, an Interval, ...
+            # A ValueError, as Prefect raises: pydantic turns it into the `value_error` 422.
+            message = f"value is not a valid datetime it is a {type(parsed)}"
+            raise ValueError(message) from None  # noqa: TRY004
+        return _as_utc(parsed)
 
 
-FilterDateTime = Annotated[datetime, AfterValidator(_assume_utc)]
+def _as_utc(value: datetime) -> datetime:
+    """A plain `datetime` in UTC. A naive one has no defined instant: it is read as UTC (the
+    read model's zone, and Prefect's), never as the server's local time."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    plain = datetime(
+        *value.timetuple()[:6], value.microsecond, tzinfo=value.tzinfo, fold=value.fold
+    )
+    return plain.astimezone(UTC)
+
+
+FilterDateTime = Annotated[datetime, WrapValidator(_prefect_datetime)]
 
 
 class PrefectFilterBaseModel(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 from uuid import UUID
@@ -50,6 +51,7 @@ __all__ = [
     "parse_paginate_request",
     "parse_read_by_name_request",
     "parse_read_request",
+    "refuse_unstorable_text",
 ]
 
 DEFAULT_LIMIT: Final = 200  # Prefect's PREFECT_SERVER_API_DEFAULT_LIMIT default
@@ -147,7 +149,9 @@ def _validate(
             values[param.name] = param.default
             continue
         try:
-            values[param.name] = param.adapter.validate_python(raw)
+            # FastAPI validates with `from_attributes=True`: a non-object filter (at any level)
+            # is `model_attributes_type`, not `model_type`.
+            values[param.name] = param.adapter.validate_python(raw, from_attributes=True)
         except ValidationError as exc:
             errors.extend(prefect_errors(exc, ("body", param.name)))
     return values, errors
@@ -257,3 +261,33 @@ def parse_read_by_name_request(body: Any) -> str:
         return name
     except ValidationError as exc:
         raise InvalidRequest(prefect_errors(exc, ("body", "name")), body) from None
+
+
+def refuse_unstorable_text(
+    dialect: str, body: Any, name: str | None, tags: Sequence[str] | None
+) -> None:
+    """On PostgreSQL, refuse a name or tag holding U+0000: its `text` cannot store one, and an
+    event the projector cannot write would stall the read model for every later event.
+
+    Prefect on SQLite stores them (the SQLite read model does too); Prefect on PostgreSQL fails.
+    """
+    if dialect != "postgresql":
+        return
+    fields: list[tuple[list[str | int], str]] = [] if name is None else [(["name"], name)]
+    fields += [(["tags", index], tag) for index, tag in enumerate(tags or ())]
+    errors = [
+        {
+            "type": "value_error",
+            "loc": ["body", *loc],
+            "msg": f"Value error, {_NUL_IN_POSTGRES}",
+            "input": text,
+            "ctx": {"error": {}},
+        }
+        for loc, text in fields
+        if "\x00" in text
+    ]
+    if errors:
+        raise InvalidRequest(errors, body)
+
+
+_NUL_IN_POSTGRES = "the PostgreSQL read model cannot store U+0000 in text"

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-import orjson
 from nats.errors import Error as NatsError
 
+from events import jsoncodec
 from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
 from events.log import StoredMessage
@@ -162,7 +162,7 @@ async def _follow(
 def _print_selected(message: StoredMessage, selection: ReplayFilter, out: TextIO) -> None:
     recorded = recorded_json(message)
     if selection.types is None or recorded.get("type") in selection.types:
-        out.write(orjson.dumps(recorded).decode() + "\n")
+        out.write(jsoncodec.dumps(recorded).decode() + "\n")
 
 
 async def _range(event_log: JetStreamLog, selection: ReplayFilter) -> tuple[int, int]:

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypedDict, cast
 
-import orjson
-
+from events import jsoncodec
 from services import render
 from services.client import Filters, FlowsClient, FlowsClientError, Label, Reply
 from services.settings import Settings
@@ -92,8 +91,8 @@ def parse_label(text: str) -> tuple[str, Label]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        value = jsoncodec.loads(raw.encode())
+    except ValueError:
         return key, raw
     return key, value if isinstance(value, bool | int | float) else raw
 

@@ -23,9 +23,9 @@ from typing import Any, Self, TypedDict, Unpack
 
 import nats
 import nats.errors
-import orjson
 from nats.aio.client import Client
 
+from events import jsoncodec
 from services.nats_options import connect_options
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
@@ -400,7 +400,7 @@ class FlowsClient:
         if wait_ms is not None:
             headers["Flows-Wait-Ms"] = str(wait_ms)
             timeout = max(timeout, wait_ms / 1000 + 2)
-        payload = b"" if body is None else orjson.dumps(body)
+        payload = b"" if body is None else jsoncodec.dumps(body)
         try:
             msg = await self._nc.request(subject, payload, timeout=timeout, headers=headers or None)
         except nats.errors.NoRespondersError as exc:
@@ -443,8 +443,8 @@ def _parse_reply(subject: str, data: bytes, headers: Mapping[str, str]) -> Reply
             "something other than a flows service answered; check what subscribes to it"
         )
     try:
-        body = orjson.loads(data) if data.strip() else None
-    except orjson.JSONDecodeError as exc:
+        body = jsoncodec.loads(data) if data.strip() else None
+    except ValueError as exc:
         raise BadReply(f"the reply on {subject} is not JSON: {data[:80]!r}") from exc
     raw_position = headers.get("Flows-Position")
     position = int(raw_position) if raw_position and raw_position.strip().isdigit() else None
@@ -486,10 +486,9 @@ def _detail(body: Any) -> str:
         for key in ("detail", "exception_message"):
             if isinstance(body.get(key), str):
                 return str(body[key])
-    return "no detail" if body is None else orjson.dumps(body).decode()[:200]
+    return "no detail" if body is None else jsoncodec.dumps(body).decode()[:200]
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -83,7 +83,9 @@ class FlowsOperations:
     # -- commands ----------------------------------------------------------------------------
     async def create(self, payload: bytes, headers: Headers) -> Reply:
         async def run(command_id: str | None) -> Reply:
-            command = parse_create(load_json_body(payload))
+            body = load_json_body(payload)
+            command = parse_create(body)
+            self._refuse_unstorable_text(body, command.name, command.tags)
             outcome = await self._writer.create(
                 command.name, list(command.tags), command.labels, command_id
             )
@@ -93,7 +95,9 @@ class FlowsOperations:
 
     async def update(self, payload: bytes, headers: Headers) -> Reply:
         async def run(command_id: str | None) -> Reply:
-            command = parse_update(load_json_body(payload))
+            body = load_json_body(payload)
+            command = parse_update(body)
+            self._refuse_unstorable_text(body, None, command.tags)
             tags = None if command.tags is None else list(command.tags)
             outcome = await self._writer.update(command.id, tags, command_id)
             return self._outcome(outcome)
@@ -136,6 +140,11 @@ class FlowsOperations:
             return error_reply(error, self._answered_position)
         except Exception:
             return _internal_error("command", self._answered_position)
+
+    def _refuse_unstorable_text(
+        self, body: Any, name: str | None, tags: Sequence[str] | None
+    ) -> None:
+        requests.refuse_unstorable_text(self._engine.dialect.name, body, name, tags)
 
     def _outcome(self, outcome: CommandResult | StoredReply) -> Reply:
         if isinstance(outcome, StoredReply):

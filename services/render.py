@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from events import jsoncodec
+
 __all__ = [
     "cell",
     "error_message",
@@ -29,7 +31,7 @@ _FRACTION = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+(Z|[+-]\d\d:\d\d)
 
 def json_text(value: Any) -> str:
     """Compact JSON, as the service sent it (key order kept)."""
-    return orjson.dumps(value).decode()
+    return jsoncodec.dumps(value).decode()
 
 
 def cell(value: Any) -> str:

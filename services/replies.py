@@ -6,8 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from events import jsoncodec
 from events.errors import FlowsError
 
 __all__ = ["Deferred", "Reply", "error_reply", "json_reply"]
@@ -43,14 +42,14 @@ class Deferred:
 
 
 def json_reply(status: int, body: Any, position: int | None = None) -> Reply:
-    return Reply(status, b"" if body is None else orjson.dumps(body), position)
+    return Reply(status, b"" if body is None else jsoncodec.dumps(body), position)
 
 
 def error_reply(error: FlowsError, position: int | None = None) -> Reply:
     try:
-        body = orjson.dumps(error.body())
-    except orjson.JSONEncodeError:
+        body = jsoncodec.dumps(error.body())
+    except jsoncodec.EncodeError:
         # The body echoes the request (a 422's input), which JSON cannot always carry back:
         # say what failed rather than leave the requester without a reply.
-        body = orjson.dumps({"detail": error.summary()})
+        body = jsoncodec.dumps({"detail": error.summary()})
     return Reply(error.status, body, position, error.summary())

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from nats.aio.client import Client as NatsClient
 
+from events import jsoncodec
 from events.timefmt import parse_datetime
 
 __all__ = [
@@ -47,7 +47,8 @@ class WireReply:
 
     @property
     def json(self) -> Any:
-        return orjson.loads(self.data) if self.data else None
+        # Exact: integers beyond 64 bits stay integers.
+        return jsoncodec.loads(self.data) if self.data else None
 
     @property
     def position(self) -> int | None:
@@ -60,7 +61,7 @@ def encode(body: Any) -> bytes:
         return b""
     if isinstance(body, bytes):
         return body
-    return orjson.dumps(body)
+    return jsoncodec.dumps(body)
 
 
 async def call(
@@ -109,7 +110,7 @@ def assert_validation_error(
 ) -> None:
     """A 422 in Prefect's RequestValidationError shape, byte for byte."""
     assert_error(reply, 422)
-    expected = orjson.dumps(validation_body(errors, request_body))
+    expected = jsoncodec.dumps(validation_body(errors, request_body))
     assert reply.data == expected, f"\n got: {reply.data!r}\nwant: {expected!r}"
 
 

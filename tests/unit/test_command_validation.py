@@ -20,8 +20,10 @@ from events.commands import (
     parse_delete,
     parse_update,
 )
-from events.errors import InvalidRequest
-from events.validation import load_json_body
+from events.errors import InvalidRequest, UnparsableBody
+from events.validation import MAX_DEPTH, load_json_body
+from projections.requests import parse_filter_request
+from services.replies import error_reply
 
 FLOW_ID = "16f3851d-39da-4c5a-9d99-c10251805eb4"
 PATTERN = "^[^/%&><]+$"
@@ -220,6 +222,30 @@ class TestCreateLabels:
             type_error("bool_type", [*loc, "bool"], value),
             type_error("int_type", [*loc, "int"], value),
             type_error("float_type", [*loc, "float"], value),
+            type_error("string_type", [*loc, "str"], value),
+        ]
+
+    @pytest.mark.parametrize("value", [2**63, 2**64, -(2**63) - 1, 10**30])
+    def test_integers_of_any_size(self, value: int) -> None:
+        # Prefect 3.9.1: `"labels": {"n": 9223372036854775808}` -> 201, read back exactly.
+        raw = b'{"name": "a", "labels": {"n": %d}}' % value
+        assert parse_create(load_json_body(raw)).labels == {"n": value}
+
+    @pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+    def test_non_finite_numbers_are_refused(self, raw: bytes) -> None:
+        # Prefect accepts them and fails with a 500; no event or reply could carry them.
+        body = load_json_body(b'{"name": "x", "labels": {"n": %s}}' % raw)
+        value = body["labels"]["n"]
+        loc = ["body", "labels", "n"]
+        assert details(parse_create, body) == [
+            type_error("bool_type", [*loc, "bool"], value),
+            type_error("int_type", [*loc, "int"], value),
+            {
+                "type": "finite_number",
+                "loc": [*loc, "float"],
+                "msg": "Input should be a finite number",
+                "input": value,
+            },
             type_error("string_type", [*loc, "str"], value),
         ]
 
@@ -428,6 +454,113 @@ class TestWholeBodies:
         command = parse_create(load_json_body(raw))
         assert command == CreateFlow(
             name="my flow", tags=["a"], labels={"on": True, "n": 3, "f": 1.5}
+        )
+
+
+def json_invalid(pos: int, error: str, text: str) -> dict[str, Any]:
+    return {
+        "exception_message": "Invalid request received.",
+        "exception_detail": [
+            {
+                "type": "json_invalid",
+                "loc": ["body", pos],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": error},
+            }
+        ],
+        "request_body": text,
+    }
+
+
+def unparsable(raw: bytes) -> Any:
+    with pytest.raises(UnparsableBody) as caught:
+        load_json_body(raw)
+    assert caught.value.status == 400
+    return caught.value.body()
+
+
+def nested_list(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+class TestPayloads:
+    """How payload bytes become a body: Starlette's `json.loads(bytes)`, then FastAPI."""
+
+    @pytest.mark.parametrize(("raw", "pos"), [(b"  ", 2), (b"\n", 1), (b" \t\r\n", 4)])
+    def test_whitespace_only_is_malformed_json(self, raw: bytes, pos: int) -> None:
+        # Prefect 3.9.1: `"  "` -> 422 json_invalid at ["body", 2]; only an empty payload is {}.
+        with pytest.raises(InvalidRequest) as caught:
+            load_json_body(raw)
+        assert caught.value.body() == json_invalid(pos, "Expecting value", raw.decode())
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b'\xef\xbb\xbf{"name": "bom-flow"}',
+            '{"name": "bom-flow"}'.encode("utf-16"),
+            '{"name": "bom-flow"}'.encode("utf-32"),
+            '{"name": "bom-flow"}'.encode("utf-16-le"),
+            '{"name": "bom-flow"}'.encode("utf-32-be"),
+        ],
+    )
+    def test_bom_utf16_and_utf32_bodies_are_read(self, raw: bytes) -> None:
+        # Prefect 3.9.1: 201 for each, as Python's json.loads detects the encoding.
+        assert parse_create(load_json_body(raw)).name == "bom-flow"
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b'{"name": "bad\xff"}',
+            b'{"name": "\xc3"}',
+            b"\xff\xfe\x00",  # a UTF-16 BOM, then half a code unit
+            b'{"n": ' + b"1" * 4301 + b"}",  # past Python's int digit limit
+        ],
+    )
+    def test_text_python_cannot_decode_is_a_plain_400(self, raw: bytes) -> None:
+        # Prefect 3.9.1: invalid UTF-8 -> 400 {"detail": "There was an error parsing the body"}.
+        assert unparsable(raw) == {"detail": "There was an error parsing the body"}
+
+    @pytest.mark.parametrize("raw", [b'{"name": "sur\\ud800"}', b'{"name": "sur\xed\xa0\x80"}'])
+    def test_a_lone_surrogate_is_a_plain_400(self, raw: bytes) -> None:
+        # Prefect fails with a 500 (no text column or JSON reply can hold it).
+        assert unparsable(raw) == {"detail": "There was an error parsing the body"}
+
+    def test_a_surrogate_pair_is_one_character(self) -> None:
+        assert load_json_body(b'{"name": "\\ud83d\\ude00"}') == {"name": "\U0001f600"}
+
+    @pytest.mark.parametrize("raw", [b"9223372036854775808", b"-9223372036854775809", b"1" * 40])
+    def test_integers_orjson_would_round_are_exact(self, raw: bytes) -> None:
+        assert load_json_body(b'{"n": %s}' % raw) == {"n": int(raw)}
+
+    def test_nesting_up_to_the_limit_is_validated_as_prefect_does(self) -> None:
+        # Prefect 3.9.1 validates such a body normally: string_type at [..., "any_", 0].
+        inner = nested_list(MAX_DEPTH - 4)
+        raw = b'{"flows": {"name": {"any_": [%s]}}}' % inner
+        with pytest.raises(InvalidRequest) as caught:
+            parse_filter_request(load_json_body(raw))
+        (error,) = caught.value.errors
+        assert (error["type"], error["loc"]) == (
+            "string_type",
+            ["body", "flows", "name", "any_", 0],
+        )
+        # The reply echoes the body: it must still be written in Prefect's shape.
+        reply = error_reply(caught.value)
+        assert reply.body.startswith(b'{"exception_message":"Invalid request received."')
+        assert inner in reply.body
+
+    @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 100_000])
+    def test_deeper_bodies_are_a_plain_400(self, depth: int) -> None:
+        # Prefect answers this 400 from ~950 levels on (its parser's stack); the service
+        # from MAX_DEPTH on, so that every answer stays writable (README).
+        assert unparsable(nested_list(depth)) == {"detail": "There was an error parsing the body"}
+
+    def test_an_echo_with_integers_beyond_64_bits_is_written_exactly(self) -> None:
+        body = load_json_body(b'{"name": 1, "labels": {"n": 18446744073709551616}}')
+        with pytest.raises(InvalidRequest) as caught:
+            parse_create(body)
+        assert b'"request_body":{"name":1,"labels":{"n":18446744073709551616}}' in (
+            error_reply(caught.value).body
         )
 
 

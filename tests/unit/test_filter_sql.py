@@ -1042,3 +1042,77 @@ def test_unsupported_dialect_is_refused() -> None:
     request = parse_filter_request({"flows": {"name": {"any_": ["a"]}}})
     with pytest.raises(ValueError, match="unsupported SQL dialect"):
         flows_where(request.filters, "mysql")
+
+
+# --- integers beyond 64 bits and U+0000 (issue 9) ------------------------------------------------
+
+
+async def test_label_integers_beyond_64_bits_are_stored_exactly(
+    backend: str, tmp_path: Path
+) -> None:
+    # Prefect 3.9.1: `"labels": {"n": 9223372036854775808}` is stored and read back as that integer.
+    labels = {"n": 2**63, "big": 10**30, "low": -(2**64) - 1, "f": 1.5}
+    seed = Seed()
+    seed.flow("big-labels", labels=labels)
+    async with seeded(backend, tmp_path, seed) as data, data.engine.connect() as conn:
+        found = await read_flow_by_name(conn, "big-labels")
+    assert found is not None and found["labels"] == labels
+    assert type(found["labels"]["n"]) is int
+
+
+def nul_seed() -> Seed:
+    s = Seed()
+    s.flow("nul\x00byte", ["x\x00y"])
+    s.flow("nul", ["x"])
+    s.flow("plain", ["y"])
+    s.flow_run("r-plain", "plain", idempotency_key=None)
+    s.flow_run("r-nul", "nul", idempotency_key="k\x00")
+    s.flow_run("r-nul-byte", "nul\x00byte", idempotency_key="other")
+    return s
+
+
+@pytest.fixture(scope="module")
+async def nul(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dataset]:
+    # SQLite only: PostgreSQL text cannot hold U+0000 at all (README).
+    async with seeded("sqlite", tmp_path_factory.mktemp("nul"), nul_seed()) as data:
+        yield data
+
+
+class TestNulInValues:
+    """SQLite's JSON functions cut a string at U+0000; the value lists must not."""
+
+    async def test_name_any_finds_exactly_that_name(self, nul: Dataset) -> None:
+        # Prefect 3.9.1: `{"flows": {"name": {"any_": ["nul\u0000byte"]}}}` finds that flow.
+        assert await nul.names({"flows": {"name": {"any_": ["nul\x00byte"]}}}) == ["nul\x00byte"]
+        both = {"flows": {"name": {"any_": ["plain", "nul\x00byte"]}}}
+        assert await nul.names(both) == ["nul\x00byte", "plain"]
+        assert await nul.count(both) == 2
+
+    async def test_not_any(self, nul: Dataset) -> None:
+        runs = {"flow_runs": {"idempotency_key": {"not_any_": ["k\x00", "zzz"]}}}
+        # SQL's rule holds: a NULL key is never NOT IN anything.
+        assert await nul.names(runs) == ["nul\x00byte"]
+        only_nul = {"flow_runs": {"idempotency_key": {"not_any_": ["k\x00"]}}}
+        assert await nul.names(only_nul) == ["nul\x00byte"]
+
+    async def test_read_by_name_and_like_agree(self, nul: Dataset) -> None:
+        async with nul.engine.connect() as conn:
+            found = await read_flow_by_name(conn, "nul\x00byte")
+        assert found is not None and found["tags"] == ["x\x00y"]
+        # Prefect 3.9.1 finds it with `like_ "nul\u0000b"`: the same SQL (`lower(name) LIKE`),
+        # whose functions stop at the NUL on both sides, so "nul" matches too.
+        like = {"flows": {"name": {"like_": "nul\x00b"}}}
+        assert await nul.names(like) == ["nul", "nul\x00byte"]
+
+    async def test_cross_entity_value_lists(self, nul: Dataset) -> None:
+        runs = {"flow_runs": {"idempotency_key": {"any_": ["k\x00"]}}}
+        assert await nul.names(runs) == ["nul"]
+
+    async def test_tags_all_match_exactly(self, nul: Dataset) -> None:
+        # Prefect's SQLite also matches the flows tagged "x" here (its json_each cuts both
+        # sides at the NUL); the service matches the tag itself (README).
+        exact = {"flows": {"tags": {"all_": ["x\x00y"]}}}
+        assert await nul.names(exact) == ["nul\x00byte"]
+        assert await nul.count(exact) == 1
+        assert await nul.names({"flows": {"tags": {"all_": ["x"]}}}) == ["nul"]
+        assert await nul.count({"flows": {"tags": {"all_": ["x", "x\x00y"]}}}) == 0

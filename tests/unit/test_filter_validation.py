@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -43,6 +44,35 @@ def missing(*loc: str) -> dict[str, Any]:
     return {"type": "missing", "loc": ["body", *loc], "msg": "Field required", "input": None}
 
 
+def attributes_error(loc: list[str], value: Any) -> dict[str, Any]:
+    return {
+        "type": "model_attributes_type",
+        "loc": ["body", *loc],
+        "msg": "Input should be a valid dictionary or object to extract fields from",
+        "input": value,
+    }
+
+
+FILTER_GROUPS = ["flows", "flow_runs", "task_runs", "deployments", "work_pools"]
+# Every datetime criterion Prefect's filters have (DeploymentFilter has none).
+DATETIME_CRITERIA = [
+    ("flow_runs", "start_time", "before_"),
+    ("flow_runs", "start_time", "after_"),
+    ("flow_runs", "end_time", "before_"),
+    ("flow_runs", "end_time", "after_"),
+    ("flow_runs", "expected_start_time", "before_"),
+    ("flow_runs", "expected_start_time", "after_"),
+    ("flow_runs", "next_scheduled_start_time", "before_"),
+    ("flow_runs", "next_scheduled_start_time", "after_"),
+    ("task_runs", "start_time", "before_"),
+    ("task_runs", "start_time", "after_"),
+    ("task_runs", "end_time", "before_"),
+    ("task_runs", "end_time", "after_"),
+    ("task_runs", "expected_start_time", "before_"),
+    ("task_runs", "expected_start_time", "after_"),
+]
+
+
 class TestLimit:
     def test_absent_null_and_empty_body_default_to_200(self) -> None:
         assert parse_filter_request({}).limit == 200
@@ -61,6 +91,20 @@ class TestLimit:
         with pytest.raises(InvalidLimit) as caught:
             parse_filter_request({"limit": limit})
         assert caught.value.status == 422
+        assert caught.value.body() == {"detail": detail}
+
+    @pytest.mark.parametrize(
+        ("limit", "detail"),
+        [
+            (2**63, "Invalid limit: must be less than or equal to 200."),
+            (10**25, "Invalid limit: must be less than or equal to 200."),
+            (-(2**63) - 1, "Invalid limit: must be greater than or equal to 0."),
+        ],
+    )
+    def test_limits_beyond_64_bits(self, limit: int, detail: str) -> None:
+        # Prefect 3.9.1 answers these with its own range errors.
+        with pytest.raises(InvalidLimit) as caught:
+            parse_paginate_request({"limit": limit})
         assert caught.value.body() == {"detail": detail}
 
     def test_zero_and_the_maximum_are_allowed(self) -> None:
@@ -124,6 +168,11 @@ class TestOffsetAndSort:
             }
         ]
 
+    def test_offsets_and_pages_beyond_64_bits_are_taken(self) -> None:
+        # Prefect fails on these (500); the service answers them (an empty page, see queries).
+        assert parse_filter_request({"offset": 2**63}).offset == 2**63
+        assert parse_paginate_request({"page": 2**64, "limit": 3}).offset == (2**64 - 1) * 3
+
     def test_offset_null_is_zero(self) -> None:
         assert parse_filter_request({"offset": None}).offset == 0
         assert parse_filter_request({"offset": "3"}).offset == 3
@@ -167,6 +216,22 @@ class TestBodyShape:
 
     def test_non_object_bulk_delete_body(self) -> None:
         assert errors_of(parse_bulk_delete_request, []) == [missing("flows"), missing("limit")]
+
+    @pytest.mark.parametrize("value", [True, 5, "x", [], [{}]])
+    @pytest.mark.parametrize("group", FILTER_GROUPS)
+    @pytest.mark.parametrize(
+        "parse", [parse_filter_request, parse_count_request, parse_paginate_request]
+    )
+    def test_a_non_object_filter_needs_attributes(self, parse: Any, group: str, value: Any) -> None:
+        # Prefect 3.9.1: `{"flows": true}` and alike, on filter, count and paginate.
+        assert errors_of(parse, {group: value}) == [attributes_error([group], value)]
+
+    def test_non_object_filters_are_all_reported(self) -> None:
+        # Prefect 3.9.1, count: `{"work_pools": "x", "task_runs": []}`, in signature order.
+        assert errors_of(parse_count_request, {"work_pools": "x", "task_runs": []}) == [
+            attributes_error(["task_runs"], []),
+            attributes_error(["work_pools"], "x"),
+        ]
 
     def test_unknown_top_level_keys_are_ignored(self) -> None:
         request = parse_filter_request({"foo": 1, "page": "x", "flows": None})
@@ -256,14 +321,15 @@ class TestFlowFilterSchema:
         assert error["input"] == "abc"
 
     def test_a_filter_must_be_an_object(self) -> None:
-        assert errors_of(parse_filter_request, {"flows": "alpha"}) == [
-            {
-                "type": "model_type",
-                "loc": ["body", "flows"],
-                "msg": "Input should be a valid dictionary or instance of FlowFilter",
-                "input": "alpha",
-                "ctx": {"class_name": "FlowFilter"},
-            }
+        # Prefect 3.9.1: `{"flows": true}` -> FastAPI validates with from_attributes=True.
+        assert errors_of(parse_filter_request, {"flows": True}) == [
+            attributes_error(["flows"], True)
+        ]
+
+    def test_a_sub_filter_must_be_an_object_too(self) -> None:
+        # Prefect 3.9.1: `{"flows": {"name": true}}`.
+        assert errors_of(parse_filter_request, {"flows": {"name": True}}) == [
+            attributes_error(["flows", "name"], True)
         ]
 
     def test_strings_are_not_coerced_from_numbers(self) -> None:
@@ -332,11 +398,68 @@ class TestCrossEntitySchemas:
         assert after is not None and after.utcoffset() is not None
         assert after.isoformat() == "2020-01-01T00:00:00+00:00"
 
-    def test_bad_datetime(self) -> None:
-        body = {"flow_runs": {"start_time": {"before_": "yesterday"}}}
+    @pytest.mark.parametrize(("group", "criterion", "bound"), DATETIME_CRITERIA)
+    def test_unparsable_datetime_string(self, group: str, criterion: str, bound: str) -> None:
+        # Prefect 3.9.1: pendulum's message as a `value_error`; ctx.error is the exception,
+        # which FastAPI's encoder writes as `{}`.
+        body = {group: {criterion: {bound: "not a date"}}}
+        assert errors_of(parse_filter_request, body) == [
+            {
+                "type": "value_error",
+                "loc": ["body", group, criterion, bound],
+                "msg": "Value error, Unable to parse string [not a date]",
+                "input": "not a date",
+                "ctx": {"error": {}},
+            }
+        ]
+
+    @pytest.mark.parametrize("value", [[], True, {"a": 1}, 1e20])
+    @pytest.mark.parametrize(("group", "criterion", "bound"), DATETIME_CRITERIA)
+    def test_datetime_of_another_type(
+        self, group: str, criterion: str, bound: str, value: Any
+    ) -> None:
+        # Prefect 3.9.1: pendulum cannot take it at all; no ctx.
+        body = {group: {criterion: {bound: value}}}
+        assert errors_of(parse_count_request, body) == [
+            {
+                "type": "value_error",
+                "loc": ["body", group, criterion, bound],
+                "msg": "value is not a valid datetime",
+                "input": value,
+            }
+        ]
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("24:00", "hour must be in 0..23"),
+            ("2020-02-30", "Unable to parse string [2020-02-30]"),
+            ("P1D", "value is not a valid datetime it is a <class 'pendulum.duration.Duration'>"),
+        ],
+    )
+    def test_pendulums_other_messages(self, value: str, message: str) -> None:
+        body = {"task_runs": {"end_time": {"after_": value}}}
         (error,) = errors_of(parse_filter_request, body)
-        assert error["type"].startswith("datetime_")
-        assert error["loc"] == ["body", "flow_runs", "start_time", "before_"]
+        assert (error["type"], error["msg"]) == ("value_error", f"Value error, {message}")
+
+    @pytest.mark.parametrize(
+        ("value", "instant"),
+        [
+            ("2020-01-01", "2020-01-01T00:00:00+00:00"),
+            ("2020-01-01T10:00:00+02:00", "2020-01-01T08:00:00+00:00"),
+            ("2020-W01", "2019-12-30T00:00:00+00:00"),  # pendulum, not pydantic
+            ("2020-001", "2020-01-01T00:00:00+00:00"),
+            (5, "1970-01-01T00:00:05+00:00"),
+        ],
+    )
+    def test_datetimes_prefect_accepts(self, value: Any, instant: str) -> None:
+        runs = parse_filter_request(
+            {"flow_runs": {"expected_start_time": {"before_": value}}}
+        ).filters.flow_runs
+        assert runs is not None and runs.expected_start_time is not None
+        before = runs.expected_start_time.before_
+        assert before is not None and type(before) is datetime
+        assert before.isoformat() == instant
 
     def test_flow_run_filter_sub_filters_without_operator(self) -> None:
         for sub in ("id", "name", "flow_version", "start_time", "idempotency_key"):
@@ -471,6 +594,24 @@ class TestBulkDelete:
     def test_limit_range_is_a_validation_error(self, limit: int, error: dict[str, Any]) -> None:
         assert errors_of(parse_bulk_delete_request, {"limit": limit}) == [
             {**error, "loc": ["body", "limit"], "input": limit}
+        ]
+
+    def test_a_non_object_flow_filter(self) -> None:
+        # Prefect 3.9.1: bulk_delete `{"flows": 5}`.
+        assert errors_of(parse_bulk_delete_request, {"flows": 5}) == [
+            attributes_error(["flows"], 5)
+        ]
+
+    def test_a_limit_beyond_64_bits(self) -> None:
+        # Prefect 3.9.1: `{"limit": 9223372036854775808}`, the input echoed exactly.
+        assert errors_of(parse_bulk_delete_request, {"limit": 2**63}) == [
+            {
+                "type": "less_than_equal",
+                "loc": ["body", "limit"],
+                "msg": "Input should be less than or equal to 50",
+                "input": 2**63,
+                "ctx": {"le": 50},
+            }
         ]
 
     def test_flow_filter(self) -> None:
