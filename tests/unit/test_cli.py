@@ -364,7 +364,7 @@ class TestLocalCommands:
         assert isinstance(args[0], Settings)
         assert args[0].stream == "S"
         assert args[1:] == ((sys.stdout,) if function == "replay" else ())
-        no_filter = {"start": None, "end": None, "flow": None, "types": None}
+        no_filter = {"start": None, "end": None, "flow": None, "types": None, "follow": False}
         assert keywords == [no_filter if function == "replay" else {}]
 
     def test_replay_passes_its_filters(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,6 +385,7 @@ class TestLocalCommands:
                 "end": "2026-01-01T00:00:00Z",
                 "flow": "F",
                 "types": ["FlowCreated", "FlowDeleted"],
+                "follow": False,
             }
         ]
 
