@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from events.validation import MAX_DEPTH
+from projections.filters import LIKE_MAX_LENGTH
 from services.settings import Settings
 from tests.integration.conftest import Wire
 from tests.integration.wire import (
@@ -240,3 +241,32 @@ class TestNulInNames:
         assert_validation_error(await wire("cmd.update", update), [tag_error], update)
         after = await wire("query.count", {}, {"Flows-Min-Position": str(created.position)})
         assert (after.status, after.json) == (200, 1)
+
+
+class TestLongLikePatterns:
+    """SQLite refuses LIKE patterns above 50,000 bytes (Prefect on SQLite answers 500): past
+    12,000 characters a `like_` is a 422 on every backend; up to it, any text is answered."""
+
+    async def test_up_to_the_limit_any_text_is_answered(self, wire: Wire) -> None:
+        widest = "\U0001f600" * LIKE_MAX_LENGTH  # four bytes each in UTF-8
+        for operation in QUERIES:
+            reply = await wire(operation, {"flows": {"name": {"like_": widest}}})
+            assert_success(reply, 200)
+
+    async def test_past_it_a_like_is_a_422(self, wire: Wire) -> None:
+        pattern = "x" * (LIKE_MAX_LENGTH + 1)
+        body = {"flow_runs": {"name": {"like_": pattern}}}
+        reply = await wire("query.count", body)
+        assert_validation_error(
+            reply,
+            [
+                {
+                    "type": "string_too_long",
+                    "loc": ["body", "flow_runs", "name", "like_"],
+                    "msg": f"String should have at most {LIKE_MAX_LENGTH} characters",
+                    "input": pattern,
+                    "ctx": {"max_length": LIKE_MAX_LENGTH},
+                }
+            ],
+            body,
+        )
