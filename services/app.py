@@ -17,6 +17,7 @@ from services.handling import RequestHandling
 from services.health import HealthReporter
 from services.metrics import Metrics
 from services.metrics_server import MetricsServer
+from services.nats_flush import flush_all
 from services.nats_options import broker_security, inbox_prefix
 from services.replies import Reply
 from services.reply_policy import RefusedReplies
@@ -122,9 +123,9 @@ def create_app(settings: Settings) -> FastStream:
         answer = discovery.handler(requests.reply_allowed)
         for subject in discovery.control_subjects():
             control.append(await broker.connection.subscribe(subject, cb=answer))
-        # nats-py only queues SUB commands: one round trip makes sure the server knows every
-        # subscription before start-up returns, so no early request finds no responders.
-        await broker.connection.flush()
+        # nats-py only queues SUB commands: make sure the server knows every subscription
+        # before start-up returns, so no early request finds no responders.
+        await flush_all(broker.connection)
         log.info(
             "flows service ready on %s.{cmd,query,audit}.* (queue group %s)",
             settings.subject_prefix,

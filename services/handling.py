@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from events.subjects import Subjects
+from services.nats_flush import flush_all
 from services.replies import Deferred, Reply
 from services.reply_policy import RefusedReplies, ReplyPolicy
 from services.runtime import Runtime
@@ -145,7 +146,7 @@ class RequestHandling:
             with contextlib.suppress(Exception):
                 await connection._send_unsubscribe(subscription._id)
         with contextlib.suppress(Exception):
-            await connection.flush()  # the server has sent all it will send us
+            await flush_all(connection)  # the server has sent all it will send us
 
         def unanswered() -> int:
             return sum(sub.delivered - answered.count for sub, answered in subscriptions)
