@@ -138,8 +138,11 @@ class RequestHandling:
         new requests to other instances — then wait until each subscription has answered as
         many requests as it was delivered (waiting queries included).
         """
-        connection = self._connection()
         subscriptions = [(s.subscription, n) for s, n in self._bound if s.subscription]
+        if not subscriptions:  # stopped before the broker subscribed (or connected)
+            await self._waiting.close()
+            return
+        connection = self._connection()
         for subscription, _ in subscriptions:
             # nats-py's public drain() would close the subscription under FastStream, whose
             # own stop then fails to unsubscribe it: send just the UNSUB.
