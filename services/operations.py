@@ -45,6 +45,7 @@ Headers = Mapping[str, str]
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 AS_OF_HEADER = "Flows-As-Of"
 MIN_POSITION_HEADER = "Flows-Min-Position"
+CONSISTENCY_HEADER = "Flows-Consistency"
 _DEFAULT_WAIT_MS = 5000
 _MAX_WAIT_MS = 60_000
 
@@ -238,15 +239,22 @@ class FlowsOperations:
             return _query_failure(error)
 
     async def _wanted_position(self, headers: Headers) -> int:
-        """The position a query waits for: the client's `Flows-Min-Position`, and anything this
-        instance has answered a command with (read-your-writes without the header).
+        """The position a query waits for before it reads the model.
 
+        - Linearizable (the default): the log's end as JetStream reports it at the query's
+          arrival, so a query sees every command acknowledged before it was sent, by any
+          instance (etcd's "read index": one look-up serves every query that arrived while it
+          was under way, projections/log_end.py). `Flows-Consistency: eventual` skips it.
+        - The client's `Flows-Min-Position` (its session's own writes), and anything this
+          instance has answered a command with (read-your-writes on one instance).
         A client's position beyond the log's end was handed out by no command, and waiting for
-        it could only run out: it is refused at once (422), after one look-up of the log's end
-        shared with every query arriving meanwhile (projections/log_end.py)."""
+        it could only run out: it is refused at once (422).
+        """
         asked = _header_int(headers, MIN_POSITION_HEADER, 0)
+        linearizable = _linearizable(headers)
         self._log_end.saw(self._watcher.position)
-        if asked > self._log_end.known:
+        wanted = max(asked, self._answered_position)
+        if linearizable or asked > self._log_end.known:
             end = await self._log_end.fresh()
             if asked > end:
                 raise InvalidRequest(
@@ -264,7 +272,9 @@ class FlowsOperations:
                     ],
                     None,
                 )
-        return max(asked, self._answered_position)
+            if linearizable:
+                wanted = max(wanted, end)
+        return wanted
 
     def _as_of_models(self) -> AsOfModels:
         if self._as_of is None:
@@ -335,6 +345,27 @@ async def _one_flow(
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:
     return flow_document(
         str(row["id"]), row["created"], row["updated"], row["name"], row["tags"], row["labels"]
+    )
+
+
+def _linearizable(headers: Headers) -> bool:
+    """`Flows-Consistency`: "linearizable" (the default) or "eventual"."""
+    raw = headers.get(CONSISTENCY_HEADER)
+    if raw is None or raw in {"", "linearizable"}:
+        return True
+    if raw == "eventual":
+        return False
+    raise InvalidRequest(
+        [
+            {
+                "type": "literal_error",
+                "loc": ["header", CONSISTENCY_HEADER],
+                "msg": "Input should be 'linearizable' or 'eventual'",
+                "input": raw,
+                "ctx": {"expected": "'linearizable' or 'eventual'"},
+            }
+        ],
+        None,
     )
 
 
