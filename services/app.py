@@ -67,6 +67,9 @@ def create_app(settings: Settings) -> FastStream:
         logger=None,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        # A hung server is left after ~2 intervals (Settings.nats_ping_interval_s).
+        ping_interval=settings.nats_ping_interval_s,  # type: ignore[arg-type]  # used as a float
+        max_outstanding_pings=2,
         name="flows-service",
         graceful_timeout=15.0,
         # The authentication and TLS of the role that answers requests (nats_options.py).

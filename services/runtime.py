@@ -86,6 +86,9 @@ async def connect_nats(
             connect_timeout=2,
             # Annotated int, used as a float (asyncio.sleep).
             reconnect_time_wait=0.5,  # type: ignore[arg-type]
+            # A hung server is left after ~2 intervals (Settings.nats_ping_interval_s).
+            ping_interval=settings.nats_ping_interval_s,  # type: ignore[arg-type]
+            max_outstanding_pings=2,
             **connect_options(settings, role),
         )
     except BaseException:

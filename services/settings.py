@@ -60,6 +60,7 @@ _ENVIRONMENT = {
     # What one Flows-As-Of answer may cost: log positions replayed, scratch models kept.
     "as_of_max_events": "FLOWS_AS_OF_MAX_EVENTS",
     "as_of_cached_models": "FLOWS_AS_OF_CACHED_MODELS",
+    "nats_ping_interval_s": "FLOWS_NATS_PING_INTERVAL_S",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
@@ -144,6 +145,10 @@ class Settings:
     # position answered, and how many such models are kept for the next queries.
     as_of_max_events: int = 200_000
     as_of_cached_models: int = 3
+    # How often the service's connections PING their server; two PINGs unanswered and the
+    # connection moves to another server of the seed list. nats-py's default (120 s) leaves a
+    # hung server (stopped, partitioned: its TCP connections stay open) unnoticed for minutes.
+    nats_ping_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         check_seed_urls(self.nats_url, _source("nats_url"))
@@ -266,7 +271,7 @@ def _coerce(attribute: str, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise ValueError(f"setting {attribute} must be an integer, got {raw!r}") from None
-    if attribute in {"duplicate_window_s", "startup_timeout_s"}:
+    if attribute in {"duplicate_window_s", "startup_timeout_s", "nats_ping_interval_s"}:
         try:
             return float(raw)
         except ValueError:
