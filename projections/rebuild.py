@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 BUILD_PREFIX = "rebuild_"
 RETIRED_PREFIX = "retired_"
 # Messages per build transaction: big enough for executemany to pay, small enough that the
-# live projector (which needs SQLite's one write lock too) waits only milliseconds.
+# live projector (which needs SQLite's one write lock too, and gets it next: see
+# projections/write_lock.py) waits for at most one of them.
 PAGE = 2000
 
 # The build stops when a read brings at most this many messages: the rest, applied inside the
@@ -160,7 +161,8 @@ async def _build(
         try:
             if batch:
                 async with engine.begin() as conn:
-                    # The lock first: a page may begin with a read (of the flows it updates).
+                    # Through the turnstile (projections/write_lock.py): a live projector
+                    # batch waiting for the lock goes first, even from another process.
                     await take_write_lock(conn)
                     await _apply(conn, subjects, batch, building, tally)
                 position = batch[-1].position
