@@ -25,6 +25,7 @@ from events.subjects import Subjects
 from projections.positions import PositionWatcher
 from projections.store import read_checkpoint
 from projections.tables import CHECKPOINT_PROJECTION, LIVE, ReadModelTables, checkpoint
+from projections.write_lock import take_write_lock
 
 __all__ = ["Projector", "apply_batch", "apply_messages", "lock_checkpoint", "move_checkpoint"]
 
@@ -255,7 +256,9 @@ def _tag_rows(flow_id: str, tags: Iterable[str]) -> Iterable[dict[str, Any]]:
 
 async def lock_checkpoint(conn: AsyncConnection) -> int:
     """The live checkpoint, read under the lock that serialises every writer of the live
-    model (a row lock on PostgreSQL; SQLite's one write lock is taken by the first write)."""
+    model, held until the caller's transaction ends: the row lock on PostgreSQL, SQLite's one
+    write lock (taken first, by `BEGIN IMMEDIATE`; see projections/write_lock.py)."""
+    await take_write_lock(conn)
     query = select(checkpoint.c.position).where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()

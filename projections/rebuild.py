@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, insert, select, text, update
+from sqlalchemy import MetaData, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +41,7 @@ from projections.tables import (
     checkpoint,
     read_model_tables,
 )
+from projections.write_lock import take_write_lock
 
 __all__ = ["RebuildReport", "Stage", "rebuild_online"]
 
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 BUILD_PREFIX = "rebuild_"
 RETIRED_PREFIX = "retired_"
 # Messages per build transaction: big enough for executemany to pay, small enough that the
-# live projector (which needs SQLite's one write lock too) waits only milliseconds.
+# live projector (which needs SQLite's one write lock too, and gets it next: see
+# projections/write_lock.py) waits for at most one of them.
 PAGE = 2000
 
 # The build stops when a read brings at most this many messages: the rest, applied inside the
@@ -159,6 +161,9 @@ async def _build(
         try:
             if batch:
                 async with engine.begin() as conn:
+                    # Through the turnstile (projections/write_lock.py): a live projector
+                    # batch waiting for the lock goes first, even from another process.
+                    await take_write_lock(conn)
                     await _apply(conn, subjects, batch, building, tally)
                 position = batch[-1].position
                 if progress is not None:
@@ -185,13 +190,8 @@ async def _swap(
     stage: Stage | None,
     tally: _Tally,
 ) -> int:
-    # Take the live projector's lock first: a write to the checkpoint row holds SQLite's write
-    # lock (and the row lock on PostgreSQL) until commit, so no live batch lands in between.
-    await conn.execute(
-        update(checkpoint)
-        .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
-        .values(position=checkpoint.c.position)
-    )
+    # Take the live projector's lock first (SQLite's write lock, the checkpoint's row lock on
+    # PostgreSQL), held until commit, so no live batch lands in between.
     live = await lock_checkpoint(conn)
     while True:  # the final tail: everything appended since the build's last page
         batch = await event_log.read(position, page)

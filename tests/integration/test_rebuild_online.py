@@ -141,7 +141,8 @@ async def reader(client: FlowsClient, seen: Observed, stop: asyncio.Event) -> No
         page = await client.paginate(limit=10, flows={"tags": {"all_": ["seed"]}})
         seen.queries += 1
         if page.status != 200 or page.body["count"] != SEEDED:
-            seen.wrong.append(f"paginate seed: {page.status} {page.body and page.body['count']}")
+            # The whole body: an error reply (a 503, say) has `detail`, not `count`.
+            seen.wrong.append(f"paginate seed: {page.status} {page.body}")
 
 
 SEEDED = 300

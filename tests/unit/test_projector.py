@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from events.log import AppendMessage
@@ -20,7 +21,7 @@ from events.rules import FlowState, evolve
 from events.subjects import Subjects
 from events.writer import CommandResult, FlowWriter
 from projections.positions import PositionWatcher
-from projections.projector import Projector, apply_batch
+from projections.projector import Projector, apply_batch, lock_checkpoint, move_checkpoint
 from projections.store import configure_engine, create_schema, read_checkpoint
 from projections.tables import flow, flow_tag, parked_event
 
@@ -116,6 +117,27 @@ async def test_a_batch_at_or_below_the_checkpoint_is_not_applied_twice(engine: A
     async with engine.begin() as conn:  # a second projector, or a restart that re-reads
         await apply_batch(conn, SUBJECTS, log.messages[5:])
     assert await rows(engine) == before
+
+
+async def test_the_checkpoint_is_read_under_the_write_lock_held_until_commit(
+    engine: AsyncEngine,
+) -> None:
+    """No other writer (a rebuild's swap) can move the checkpoint between a batch's read of it
+    and its commit. Python's sqlite3 runs a SELECT before the first write outside the
+    transaction, so without `BEGIN IMMEDIATE` the read took no lock, and a batch the swap had
+    already applied was written again and moved the checkpoint backwards."""
+    other = create_async_engine(engine.url, connect_args={"timeout": 0.05})
+    try:
+        async with engine.begin() as conn:
+            assert await lock_checkpoint(conn) == 0
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with other.begin() as intruder:
+                    await move_checkpoint(intruder, 99)
+            await move_checkpoint(conn, 7)
+    finally:
+        await other.dispose()
+    async with engine.connect() as conn:
+        assert await read_checkpoint(conn) == 7
 
 
 async def test_a_failed_transaction_leaves_rows_and_checkpoint_as_they_were(
