@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_DOMAIN
     flags = {
         name: getattr(args, name, None)
-        for name in (*SETTING_FLAGS, *NATS_SECURITY_FLAGS, "metrics_addr")
+        for name in (*SETTING_FLAGS, *NATS_SECURITY_FLAGS, "metrics_addr", "workers")
     }
     try:
         settings = Settings.from_env().with_overrides(**flags)
@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="HOST:PORT",
         help="serve Prometheus /metrics and /healthz there (overrides $FLOWS_METRICS_ADDR)",
+    )
+    sub.add_argument(
+        "--workers",
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="run N service processes in the queue group (overrides $FLOWS_WORKERS)",
     )
     sub.set_defaults(local=_local("services.runner", "serve"))
     sub = command("replay", "print the event log, one JSON event per line")

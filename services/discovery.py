@@ -11,6 +11,7 @@ its `Flows-Status` is 500 or more, as `nats.micro` counts a handler's failure.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class Discovery:
             "stream": settings.stream,
             "subject_prefix": settings.subject_prefix,
             "read_model": backend,
+            # Which process this instance is (several may run on one host: --workers).
+            "pid": str(os.getpid()),
         }
         self._queue_group = settings.queue_group
         self._endpoints: dict[str, Endpoint] = {}

@@ -17,6 +17,7 @@ from services.fault_injection import install_from_env as install_fault_injection
 from services.nats_readiness import wait_for_nats
 from services.settings import Settings, redact_url
 from services.startup import StartupFailed
+from services.workers import supervise
 
 __all__ = ["before_run", "serve"]
 
@@ -68,6 +69,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             return 3
         settings = dataclasses.replace(settings, nats_url=embedded.url)
     try:
+        if settings.workers > 1:  # this process only supervises (services/workers.py)
+            return await supervise(settings, stop)
         return await _run(settings, stop)
     finally:
         if embedded is not None:

@@ -61,6 +61,8 @@ _ENVIRONMENT = {
     "as_of_max_events": "FLOWS_AS_OF_MAX_EVENTS",
     "as_of_cached_models": "FLOWS_AS_OF_CACHED_MODELS",
     "nats_ping_interval_s": "FLOWS_NATS_PING_INTERVAL_S",
+    # Service processes `flows serve` runs in the queue group (services/workers.py).
+    "workers": "FLOWS_WORKERS",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
@@ -149,12 +151,16 @@ class Settings:
     # connection moves to another server of the seed list. nats-py's default (120 s) leaves a
     # hung server (stopped, partitioned: its TCP connections stay open) unnoticed for minutes.
     nats_ping_interval_s: float = 2.0
+    # `flows serve --workers N`: N service processes under one parent (1: the service itself).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         check_seed_urls(self.nats_url, _source("nats_url"))
         _check_nats_auth(self)
         _check_nats_auth(self, log=True)
         _check_reply_prefixes(self)
+        if self.workers < 1:
+            raise ValueError(f"{_source('workers')}: give 1 or more, got {self.workers}")
 
     def __repr__(self) -> str:
         shown = []
@@ -166,6 +172,17 @@ class Settings:
                 value = redact_url(value)
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the FLOWS_* variables that give them (for child processes:
+        `flows serve --workers`); unset ones are left out."""
+        found: dict[str, str] = {}
+        for attribute, variable in _ENVIRONMENT.items():
+            value = getattr(self, attribute)
+            if value is None:
+                continue
+            found[variable] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return found
 
     @property
     def resolved_database_url(self) -> str:
@@ -266,6 +283,7 @@ def _coerce(attribute: str, raw: str) -> object:
         "max_waiting",
         "as_of_max_events",
         "as_of_cached_models",
+        "workers",
     }:
         try:
             return int(raw)

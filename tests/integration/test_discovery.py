@@ -8,6 +8,7 @@ answered, and a 503 counts as an error with its text as `last_error`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,6 +67,7 @@ async def test_two_instances_are_discovered_with_their_endpoints(
         "stream": two_instances[0].stream,
         "subject_prefix": prefix,
         "read_model": "sqlite",
+        "pid": str(os.getpid()),  # both instances run in this test's process
     }
     infos = await gather_replies(nc, "$SRV.INFO.flows", prefix, 2)
     for info in infos:
