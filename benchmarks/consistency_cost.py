@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 from pathlib import Path
 
 import nats
 import orjson
 
-from benchmarks.loadgen import Request, measure
+from benchmarks.loadgen import Request, compare, print_comparison
 from benchmarks.processes import start_service, wait_for_answer
 from services.embedded import EmbeddedNats
 
@@ -42,21 +41,9 @@ async def run(seconds: float, rounds: int) -> None:
 
             return read
 
-        found: dict[tuple[str, int], list[tuple[float, float]]] = {}
-        for _ in range(rounds):
-            for flight in (1, 32):
-                for level, headers in LEVELS.items():
-                    measured = await measure(reader(headers), seconds, flight)
-                    found.setdefault((level, flight), []).append((measured.rate, measured.p50_ms))
-        print(f"{'reads':14} {'in flight':>9} {'reads/s':>9} {'p50 ms':>8}")
-        for (level, flight), figures in sorted(found.items()):
-            rate = statistics.median(r for r, _ in figures)
-            p50 = statistics.median(p for _, p in figures)
-            print(f"{level:14} {flight:>9} {rate:>9.0f} {p50:>8.2f}")
-        for flight in (1, 32):
-            strict = statistics.median(r for r, _ in found[("linearizable", flight)])
-            eventual = statistics.median(r for r, _ in found[("eventual", flight)])
-            print(f"eventual/linearizable throughput at {flight} in flight: {eventual / strict:.2f}")
+        cases = {level: reader(headers) for level, headers in LEVELS.items()}
+        figures = await compare(cases, seconds, rounds)
+        print_comparison("reads", figures, ("eventual", "linearizable"))
     finally:
         await nc.close()
         service.stop()

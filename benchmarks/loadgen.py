@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["Measured", "Request", "measure", "percentile"]
+__all__ = ["Measured", "Request", "compare", "measure", "percentile", "print_comparison"]
 
 # One request; returns whether it succeeded (a 2xx answer).
 Request = Callable[[int], Awaitable[bool]]
@@ -74,3 +75,36 @@ async def _loop(
                 errors[0] += 1
 
     await asyncio.gather(*(worker() for _ in range(in_flight)))
+
+
+async def compare(
+    cases: dict[str, Request], seconds: float, rounds: int, in_flight: tuple[int, ...] = (1, 32)
+) -> dict[tuple[str, int], tuple[float, float]]:
+    """The median rate and p50 of each case at each in-flight count, the cases measured in
+    alternating rounds so that machine noise falls on all of them alike."""
+    found: dict[tuple[str, int], list[Measured]] = {}
+    for _ in range(rounds):
+        for flight in in_flight:
+            for name, request in cases.items():
+                found.setdefault((name, flight), []).append(
+                    await measure(request, seconds, flight)
+                )
+    return {
+        key: (
+            statistics.median(m.rate for m in figures),
+            statistics.median(m.p50_ms for m in figures),
+        )
+        for key, figures in found.items()
+    }
+
+
+def print_comparison(
+    label: str, figures: dict[tuple[str, int], tuple[float, float]], ratio: tuple[str, str]
+) -> None:
+    """A table of `compare`'s figures, and the throughput ratio of `ratio[0]` to `ratio[1]`."""
+    print(f"{label:14} {'in flight':>9} {'req/s':>9} {'p50 ms':>8}")
+    for (name, flight), (rate, p50) in sorted(figures.items()):
+        print(f"{name:14} {flight:>9} {rate:>9.0f} {p50:>8.2f}")
+    for flight in sorted({flight for _, flight in figures}):
+        over = figures[(ratio[0], flight)][0] / figures[(ratio[1], flight)][0]
+        print(f"{ratio[0]}/{ratio[1]} throughput at {flight} in flight: {over:.3f}")

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import contextlib
 import tempfile
 from pathlib import Path
 
 import nats
 import orjson
 
-from benchmarks.loadgen import measure
+from benchmarks.loadgen import Request, compare, print_comparison
 from benchmarks.processes import start_service, wait_for_answer
 from services.embedded import EmbeddedNats, free_port
 
@@ -30,10 +30,8 @@ async def _scrape_every_second(port: int, stop: asyncio.Event) -> None:
         await writer.drain()
         await reader.read()
         writer.close()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
 
 
 async def run(seconds: float, rounds: int) -> None:
@@ -60,7 +58,7 @@ async def run(seconds: float, rounds: int) -> None:
             ids[prefix] = orjson.loads(reply.data)["id"]
         scraper = asyncio.create_task(_scrape_every_second(port, stop))
 
-        def reader(prefix: str):  # type: ignore[no-untyped-def]
+        def reader(prefix: str) -> Request:
             body = orjson.dumps({"id": ids[prefix]})
 
             async def read(_: int) -> bool:
@@ -69,21 +67,8 @@ async def run(seconds: float, rounds: int) -> None:
 
             return read
 
-        results: dict[tuple[str, int], list[tuple[float, float]]] = {}
-        for _ in range(rounds):
-            for flight in (1, 32):
-                for prefix in ("off", "on"):
-                    found = await measure(reader(prefix), seconds, flight)
-                    results.setdefault((prefix, flight), []).append((found.rate, found.p50_ms))
-        print(f"{'metrics':8} {'in flight':>9} {'reads/s':>9} {'p50 ms':>8}")
-        for (prefix, flight), figures in sorted(results.items()):
-            rate = statistics.median(r for r, _ in figures)
-            p50 = statistics.median(p for _, p in figures)
-            print(f"{prefix:8} {flight:>9} {rate:>9.0f} {p50:>8.2f}")
-        for flight in (1, 32):
-            on_rate = statistics.median(r for r, _ in results[("on", flight)])
-            off_rate = statistics.median(r for r, _ in results[("off", flight)])
-            print(f"on/off throughput at {flight} in flight: {on_rate / off_rate:.3f}")
+        figures = await compare({"off": reader("off"), "on": reader("on")}, seconds, rounds)
+        print_comparison("metrics", figures, ("on", "off"))
     finally:
         stop.set()
         if scraper is not None:

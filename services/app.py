@@ -84,11 +84,12 @@ def create_app(settings: Settings) -> FastStream:
     refused = RefusedReplies()
     # The health reporter reads the read model by itself, the log through the runtime's.
     health = HealthReporter(settings, lambda: runtime.event_log, refused)
-    metrics = Metrics(runtime, health) if settings.metrics_addr else None
-    # Built here, so that an unusable address stops the service before it starts.
-    http = (
-        MetricsServer(metrics, settings.metrics_addr) if metrics and settings.metrics_addr else None
-    )
+    metrics: Metrics | None = None
+    http: MetricsServer | None = None
+    if settings.metrics_addr:
+        metrics = Metrics(runtime, health)
+        # Built here, so that an unusable address stops the service before it starts.
+        http = MetricsServer(metrics, settings.metrics_addr)
 
     def observe(subject: str, operation: str, reply: Reply, started_ns: int) -> None:
         discovery.record(subject, reply.status, reply.error, started_ns)

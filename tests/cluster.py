@@ -21,6 +21,7 @@ import nats.errors
 import orjson
 
 from services.embedded import EmbeddedNats, free_port
+from tests.processes import log_tail
 
 __all__ = ["NatsCluster"]
 
@@ -108,12 +109,7 @@ class NatsCluster:
         await self.kill()
 
     def log(self, index: int, tail: int = 30) -> str:
-        path = self.nodes[index].store_dir / "nats-server.log"
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return f"(no log at {path})"
-        return f"--- {path} (last {tail} lines)\n" + "\n".join(lines[-tail:])
+        return log_tail(self.nodes[index].store_dir / "nats-server.log", tail)
 
     async def __aenter__(self) -> Self:
         return self

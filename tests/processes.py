@@ -75,6 +75,15 @@ class Target:
         return self.data_dir / "flows.db"
 
 
+def log_tail(path: Path, tail: int) -> str:
+    """The last `tail` lines of a process's log file, headed by its path, for a failure message."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"(no log at {path})"
+    return f"--- {path} (last {tail} lines)\n" + "\n".join(lines[-tail:])
+
+
 def new_target(nats_url: str, base_dir: Path) -> Target:
     """A target with its own prefix and stream (so tests sharing the nats-server never meet)."""
     tag = uuid.uuid4().hex[:10]
@@ -245,11 +254,7 @@ class ServiceProcess:
         return self._process.pid
 
     def log(self, tail: int = 60) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return f"(no log at {self.log_path})"
-        return f"--- {self.log_path} (last {tail} lines)\n" + "\n".join(lines[-tail:])
+        return log_tail(self.log_path, tail)
 
     async def __aenter__(self) -> Self:
         return self
