@@ -38,7 +38,10 @@ __all__ = ["JetStreamLog", "StreamSettings"]
 
 log = logging.getLogger(__name__)
 
-_WRONG_LAST_SEQUENCE = 10071  # JSStreamWrongLastSequenceErrF
+# A failed `Nats-Expected-Last-Subject-Sequence` guard. A single server says 10071 (with the
+# sequence it found); a replicated stream's leader may say 10164, the same refusal without the
+# number (nats-py's KV accepts both for the same reason).
+_WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErrF, ...ConstantErr
 _TOO_MANY_BATCHES = 10210  # JSAtomicPublishTooManyInflight
 _STREAM_NOT_FOUND = 10059
 _NATS_ERRORS = (
@@ -358,7 +361,7 @@ def _position_from_ack(reply: Msg, stream: str) -> int:
     ack: dict[str, Any] = orjson.loads(reply.data)
     error = ack.get("error")
     if error:
-        if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+        if error.get("err_code") in _WRONG_LAST_SEQUENCE:
             raise WrongExpectedPosition(error.get("description", "wrong last sequence"))
         if error.get("err_code") == _TOO_MANY_BATCHES:
             raise _TooManyBatches()
