@@ -28,6 +28,7 @@ from pathlib import Path
 
 import nats
 
+from events.commands import CreateFlow, DeleteFlow, UpdateFlow
 from events.jetstream import JetStreamLog, StreamSettings
 from events.log import AppendMessage
 from events.memory_log import InMemoryLog
@@ -59,18 +60,23 @@ async def append_events(writer: FlowWriter, events: int, in_flight: int) -> list
     ids: list[str] = []
 
     async def create(n: int) -> None:
-        outcome = await writer.create(f"flow-{n}", ["bench", f"g{n % 10}"], {"n": n})
+        command = CreateFlow(name=f"flow-{n}", tags=["bench", f"g{n % 10}"], labels={"n": n})
+        outcome = await writer.execute(command)
         ids.append(outcome.body["id"])
 
     await bounded([functools.partial(create, n) for n in range(creates)], in_flight)
     rng = random.Random(7)
     targets = [rng.choice(ids) for _ in range(updates)]
     await bounded(
-        [functools.partial(writer.update, t, [f"t{n % 7}"]) for n, t in enumerate(targets)],
+        [
+            functools.partial(writer.execute, UpdateFlow(id=t, tags=[f"t{n % 7}"]))
+            for n, t in enumerate(targets)
+        ],
         in_flight,
     )
     await bounded(
-        [functools.partial(writer.delete, t) for t in rng.sample(ids, deletes)], in_flight
+        [functools.partial(writer.execute, DeleteFlow(id=t)) for t in rng.sample(ids, deletes)],
+        in_flight,
     )
     return ids
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from events.chain import link
+from events.commands import Command, CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
 from events.errors import ConcurrencyConflict, FlowNotFound, MalformedEvent
 from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
@@ -44,11 +45,16 @@ _MAX_RECORDS = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
-    """What a command's reply says: status, body, and where its effect is visible."""
+    """What a command's reply says: status, body, and where its effect is visible. A retried
+    command (same command id) gets the result its first run stored, exactly."""
 
     status: int
     body: Any
     position: int
+
+    @classmethod
+    def stored(cls, reply: StoredReply) -> CommandResult:
+        return cls(reply.status, reply.body, reply.position or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,24 @@ class FlowWriter:
         # Appends that lost an optimistic-concurrency race (and were planned again): metrics.
         self.conflicts = 0
 
+    async def execute(self, command: Command, command_id: str | None = None) -> CommandResult:
+        """Run one command: the reply it got before if its command id (`Nats-Msg-Id`) ran
+        already, else decide against the log and append under guards. Refusals raise
+        FlowsError (FlowNotFound, ConcurrencyConflict, LogUnavailable) and change nothing."""
+        if command_id is not None:
+            stored = await self.stored_reply(command_id)
+            if stored is not None:
+                return CommandResult.stored(stored)
+        match command:
+            case CreateFlow():
+                return await self._create(command, command_id)
+            case UpdateFlow():
+                return await self._update(command, command_id)
+            case DeleteFlow():
+                return await self._delete(command.id, command_id)
+            case DeleteFlows():
+                return await self._delete_many(command.flow_ids, command_id)
+
     # -- stored replies ----------------------------------------------------------------------
     async def stored_reply(self, command_id: str) -> StoredReply | None:
         subject = self._subjects.reply(command_id)
@@ -111,7 +135,7 @@ class FlowWriter:
                 return StoredReply.decode(earlier.data, earlier.position)
         return None
 
-    async def store_reply(self, reply: StoredReply) -> StoredReply:
+    async def _store_reply(self, reply: StoredReply) -> CommandResult:
         """Keep the reply of a command that appended no event; the first stored reply wins."""
         message = AppendMessage(self._subjects.reply(reply.command_id), reply.encode(), 0)
         try:
@@ -119,9 +143,9 @@ class FlowWriter:
         except WrongExpectedPosition:
             earlier = await self.stored_reply(reply.command_id)
             if earlier is not None:
-                return earlier
+                return CommandResult.stored(earlier)
             raise
-        return reply
+        return CommandResult.stored(reply)
 
     def _conflict(self, what: str) -> ConcurrencyConflict:
         return ConcurrencyConflict(
@@ -133,8 +157,8 @@ class FlowWriter:
         self,
         what: str,
         command_id: str | None,
-        plan: Callable[[], Awaitable[_Plan | CommandResult | StoredReply | None]],
-    ) -> CommandResult | StoredReply:
+        plan: Callable[[], Awaitable[_Plan | CommandResult | None]],
+    ) -> CommandResult:
         """Plan against the log as it is, append under the plan's guards, and on a lost race
         plan again. A plan may also answer at once (nothing to append)."""
         for attempt in range(self._max_attempts):
@@ -146,7 +170,7 @@ class FlowWriter:
                 # A duplicate of this command may have run while we waited: it is the reply.
                 earlier = await self.stored_reply(command_id) if command_id else None
                 if earlier is not None:
-                    return earlier
+                    return CommandResult.stored(earlier)
                 raise
             if planned is None:
                 continue
@@ -166,22 +190,17 @@ class FlowWriter:
                 if command_id is not None:
                     earlier = await self.stored_reply(command_id)
                     if earlier is not None:  # this command already ran (a concurrent retry)
-                        return earlier
+                        return CommandResult.stored(earlier)
                 continue  # someone else wrote first: look again
             return CommandResult(planned.status, planned.body, position)
         raise self._conflict(what)
 
     # -- commands ----------------------------------------------------------------------------
-    async def create(
-        self,
-        name: str,
-        tags: list[str],
-        labels: dict[str, Any] | None,
-        command_id: str | None = None,
-    ) -> CommandResult | StoredReply:
+    async def _create(self, command: CreateFlow, command_id: str | None) -> CommandResult:
+        name, tags, labels = command.name, list(command.tags), command.labels
         name_subject = self._subjects.name(name)
 
-        async def plan() -> _Plan | CommandResult | StoredReply | None:
+        async def plan() -> _Plan | CommandResult | None:
             marker_message = await self._log.last(name_subject)
             marker = await self._latest_claim(marker_message)
             if marker is not None and marker.held:
@@ -225,9 +244,7 @@ class FlowWriter:
                 return NameMarker.decode(earlier.data)
         return None
 
-    async def _existing(
-        self, flow_id: str, command_id: str | None
-    ) -> CommandResult | StoredReply | None:
+    async def _existing(self, flow_id: str, command_id: str | None) -> CommandResult | None:
         """The 200 of a create whose name is held: the holder as its events make it, at its
         latest event's position. None if it was deleted meanwhile (the name is free again)."""
         state: FlowState | None = None
@@ -239,11 +256,13 @@ class FlowWriter:
         body = state.document()
         if command_id is None:
             return CommandResult(200, body, state.version)
-        return await self.store_reply(StoredReply(command_id, "create", 200, body, state.version))
+        return await self._store_reply(StoredReply(command_id, "create", 200, body, state.version))
 
-    async def update(
-        self, flow_id: str, tags: list[str] | None, command_id: str | None = None
-    ) -> CommandResult | StoredReply:
+    async def _update(self, command: UpdateFlow, command_id: str | None) -> CommandResult:
+        flow_id = command.id
+        # None: the body left tags out (leave them alone), not "no tags".
+        tags = None if command.tags is None else list(command.tags)
+
         async def plan() -> _Plan:
             head = await self._head(flow_id)
             event = decide_update(
@@ -262,21 +281,17 @@ class FlowWriter:
         async with self._locks.hold(flow_id):
             return await self._run(f"update of flow {flow_id}", command_id, plan)
 
-    async def delete(
-        self, flow_id: str, command_id: str | None = None
-    ) -> CommandResult | StoredReply:
+    async def _delete(self, flow_id: str, command_id: str | None) -> CommandResult:
         async def plan() -> _Plan:
             return _Plan(await self._deletion(flow_id, command_id), "delete", 204, None)
 
         async with self._locks.hold(flow_id):
             return await self._run(f"delete of flow {flow_id}", command_id, plan)
 
-    async def delete_many(
-        self, flow_ids: Sequence[str], command_id: str | None = None
-    ) -> CommandResult | StoredReply:
+    async def _delete_many(self, flow_ids: Sequence[str], command_id: str | None) -> CommandResult:
         """Delete every listed flow that exists, all in one atomic append."""
 
-        async def plan() -> _Plan | CommandResult | StoredReply:
+        async def plan() -> _Plan | CommandResult:
             deletions = await asyncio.gather(
                 *(self._deletion_or_none(flow_id, command_id) for flow_id in flow_ids)
             )
@@ -287,7 +302,7 @@ class FlowWriter:
                 return _Plan(messages, "bulk_delete", 200, body)
             if command_id is None:
                 return CommandResult(200, body, 0)
-            return await self.store_reply(StoredReply(command_id, "bulk_delete", 200, body, 0))
+            return await self._store_reply(StoredReply(command_id, "bulk_delete", 200, body, 0))
 
         return await self._run(f"bulk delete of {len(flow_ids)} flows", command_id, plan)
 

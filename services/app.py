@@ -10,8 +10,9 @@ from typing import Any
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
 
-from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from events.contract.replies import Reply
 from services.asyncapi import describe_request
+from services.command_handlers import CommandHandlers
 from services.discovery import Discovery
 from services.handling import RequestHandling
 from services.health import HealthReporter
@@ -19,8 +20,9 @@ from services.metrics import Metrics
 from services.metrics_server import MetricsServer
 from services.nats_flush import flush_all
 from services.nats_options import broker_security, inbox_prefix
-from services.replies import Reply
+from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
+from services.routes import route_table
 from services.runtime import Runtime
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
@@ -96,12 +98,15 @@ def create_app(settings: Settings) -> FastStream:
         if metrics is not None:
             metrics.observe(operation, reply.status, started_ns)
 
-    requests = RequestHandling(settings, runtime, lambda: broker.connection, observe, refused)
-    subjects = runtime.subjects
-
-    def bind(
-        subject: str, operation_name: str, owner: Callable[[], object | None] | None = None
-    ) -> None:
+    requests = RequestHandling(settings, lambda: broker.connection, observe, refused)
+    routes = route_table(
+        CommandHandlers(runtime.started),
+        QueryHandlers(runtime.started),
+        health,
+        settings.default_limit,
+    )
+    for route in routes:
+        subject = route.subject(settings.subject_prefix)
         subscriber = broker.subscriber(
             subject,
             queue=settings.queue_group,
@@ -109,17 +114,10 @@ def create_app(settings: Settings) -> FastStream:
             decoder=_raw,
             title=subject,
         )
-        handler = requests.handler(subject, operation_name, owner, subscriber)
-        describe_request(handler, operation_name)  # for the AsyncAPI document
+        handler = requests.handler(route, subscriber)
+        describe_request(handler, route.operation)  # for the AsyncAPI document
         subscriber(handler)
-        discovery.add_endpoint(operation_name, subject)
-
-    for name in COMMANDS:
-        bind(subjects.command(name), name)
-    for name in QUERIES:
-        bind(subjects.query(name), name)
-    for name in AUDITS + HEALTH:
-        bind(subjects.audit(name), name, health.ready if name in HEALTH else None)
+        discovery.add_endpoint(route.operation, subject)
 
     control: list[Any] = []  # the discovery subscriptions ($SRV.*)
 

@@ -26,6 +26,9 @@ import nats.errors
 from nats.aio.client import Client
 
 from events import jsoncodec
+from events.contract import headers as h
+from events.contract.headers import STATUS
+from events.contract.replies import status_and_position
 from services.nats_options import connect_options
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
@@ -388,17 +391,17 @@ class FlowsClient:
         subject = self.subject(operation)
         headers: dict[str, str] = {}
         if msg_id is not None:
-            headers["Nats-Msg-Id"] = msg_id
+            headers[h.MSG_ID] = msg_id
         if self._session and as_of is None and operation.startswith("query."):
             # The session's own writes first (an as-of answer reads the log, not the model).
             min_position = max(min_position or 0, self.position) or None
         if min_position is not None:
-            headers["Flows-Min-Position"] = str(min_position)
+            headers[h.MIN_POSITION] = str(min_position)
         if as_of is not None:
-            headers["Flows-As-Of"] = _as_of_text(as_of)
+            headers[h.AS_OF] = _as_of_text(as_of)
         timeout = self._timeout
         if wait_ms is not None:
-            headers["Flows-Wait-Ms"] = str(wait_ms)
+            headers[h.WAIT_MS] = str(wait_ms)
             timeout = max(timeout, wait_ms / 1000 + 2)
         payload = b"" if body is None else jsoncodec.dumps(body)
         try:
@@ -436,19 +439,18 @@ class FlowsClient:
 
 
 def _parse_reply(subject: str, data: bytes, headers: Mapping[str, str]) -> Reply:
-    raw_status = headers.get("Flows-Status")
-    if raw_status is None or not raw_status.strip().isdigit():
+    status, position = status_and_position(headers)
+    if status is None:
         raise BadReply(
-            f"the reply on {subject} has no valid Flows-Status header ({raw_status!r}): "
-            "something other than a flows service answered; check what subscribes to it"
+            f"the reply on {subject} has no valid {STATUS} header "
+            f"({headers.get(STATUS)!r}): something other than a flows service answered; check "
+            "what subscribes to it"
         )
     try:
         body = jsoncodec.loads(data) if data.strip() else None
     except ValueError as exc:
         raise BadReply(f"the reply on {subject} is not JSON: {data[:80]!r}") from exc
-    raw_position = headers.get("Flows-Position")
-    position = int(raw_position) if raw_position and raw_position.strip().isdigit() else None
-    return Reply(int(raw_status), body, dict(headers), position)
+    return Reply(status, body, dict(headers), position)
 
 
 def _as_of_text(as_of: AsOf) -> str:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,19 +17,18 @@ from faststream.nats import NatsMessage, NatsResponse
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from events.contract.replies import Reply
 from events.subjects import Subjects
 from services.nats_flush import flush_all
-from services.replies import Deferred, Reply
 from services.reply_policy import RefusedReplies, ReplyPolicy
-from services.runtime import Runtime
+from services.routes import Route
 from services.settings import Settings
-from services.waiting import WaitingReplies
+from services.waiting import Deferred, WaitingReplies
 
 __all__ = ["RequestHandling"]
 
 log = logging.getLogger(__name__)
 
-Operation = Callable[[bytes, Mapping[str, str]], Awaitable[Reply | Deferred]]
 # Told of every reply: (subject, operation, reply, time.perf_counter_ns() at its arrival).
 Observe = Callable[[str, str, Reply, int], None]
 Handler = Callable[[NatsMessage], Awaitable[NatsResponse | None]]
@@ -42,13 +41,11 @@ class RequestHandling:
     def __init__(
         self,
         settings: Settings,
-        runtime: Runtime,
         connection: Callable[[], NatsClient],
         observe: Observe,
         refused: RefusedReplies,
     ) -> None:
         self._settings = settings
-        self._runtime = runtime
         self._connection = connection
         self._observe = observe
         self._policy = ReplyPolicy(Subjects(settings.subject_prefix), settings.reply_prefixes)
@@ -61,15 +58,12 @@ class RequestHandling:
     async def _publish(self, subject: str, reply: Reply) -> None:
         await self._connection().publish(subject, reply.body, headers=reply.headers())
 
-    def handler(
-        self,
-        subject: str,
-        operation_name: str,
-        owner: Callable[[], object | None] | None,
-        subscriber: Any,
-    ) -> Handler:
-        """The handler of `subject`: runs `operation_name` of the runtime's operations (or of
-        `owner()`), and counts each request done for the drain."""
+    def handler(self, route: Route, subscriber: Any) -> Handler:
+        """FastStream's handler of `route`'s subject: checks the reply subject, runs the
+        route's handler, answers (now or after its wait), and counts each request done for
+        the drain."""
+        subject = route.subject(self._settings.subject_prefix)
+        operation_name = route.operation
         answered = _Answered()
         self._bound.append((subscriber, answered))
 
@@ -88,7 +82,7 @@ class RequestHandling:
                     message.reply_to = ""
                     self.refused.record(subject, raw.reply, refusal, raw.headers)
                     return None
-                outcome = await self._run(operation_name, owner, raw.data, raw.headers)
+                outcome = await route.handler(raw.data, raw.headers or {})
                 if isinstance(outcome, Deferred):
                     if not raw.reply:  # nobody to answer: no reason to wait
                         return None
@@ -116,19 +110,6 @@ class RequestHandling:
         if refusal is not None:
             self.refused.record(msg.subject, msg.reply, refusal, msg.headers)
         return refusal is None
-
-    async def _run(
-        self,
-        operation_name: str,
-        owner: Callable[[], object | None] | None,
-        payload: bytes,
-        headers: Mapping[str, str] | None,
-    ) -> Reply | Deferred:
-        operations = self._runtime.operations if owner is None else owner()
-        if operations is None:  # not started, or stopping
-            return Reply(503, b'{"detail":"the flows service is starting"}', error="starting")
-        operation: Operation = getattr(operations, operation_name)
-        return await operation(payload, headers or {})
 
     async def drain(self) -> None:
         """Answer every request that reached this process before stopping.

@@ -13,17 +13,18 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events.errors import FlowsError, LogUnavailable, ServiceUnavailable
+from events.contract.replies import Reply, json_reply
+from events.errors import LogUnavailable
 from events.jetstream import JetStreamLog
 from events.validation import load_json_body, validate_body
 from projections.health import read_projection_health
-from services.replies import Reply, error_reply, json_reply
+from services.failures import failure_reply
 from services.reply_policy import RefusedReplies
 from services.runtime import create_engine
 from services.settings import Settings
+from services.started import NotStarted
 
 __all__ = ["HealthReporter", "StatsRequest"]
 
@@ -72,20 +73,13 @@ class HealthReporter:
         try:
             request: StatsRequest = validate_body(StatsRequest, load_json_body(payload))
             return json_reply(200, await self.report(request.parked_limit))
-        except FlowsError as error:
-            return error_reply(error)
-        except SQLAlchemyError:
-            log.exception("the read model failed a stats request")
-            return error_reply(
-                ServiceUnavailable("the read model could not answer now; retry shortly")
-            )
-        except Exception:
-            log.exception("unexpected failure while answering stats")
-            return error_reply(FlowsError("internal error while answering stats; see the log"))
+        except Exception as error:
+            return failure_reply(error, "stats request")
 
     async def report(self, parked_limit: int = 0) -> dict[str, Any]:
         """The health report `stats` answers with (also read by metrics and /healthz)."""
-        assert self._engine is not None, "not started"
+        if self._engine is None:
+            raise NotStarted()
         problems: list[str] = []
         log_end: int | None = None
         event_log = self._event_log()

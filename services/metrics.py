@@ -101,7 +101,7 @@ class Metrics:
 
     async def healthy(self) -> tuple[bool, dict[str, Any]]:
         """For container health checks: ready, and the read model not degraded."""
-        if self._health.ready() is None or self._runtime.operations is None:
+        if self._health.ready() is None or not self._runtime.is_started:
             return False, {"status": "starting"}
         report = await self._health.report(parked_limit=0)
         return report["status"] == "ok", report

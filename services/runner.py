@@ -59,9 +59,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         # The default URL: run nats-server ourselves, where the URL says.
         port = urlparse(settings.nats_url).port or 4222
         embedded = EmbeddedNats(settings.data_dir / "nats", port=port)
-        log.info(
-            "no NATS at %s: starting an embedded nats-server", redact_url(settings.nats_url)
-        )
+        log.info("no NATS at %s: starting an embedded nats-server", redact_url(settings.nats_url))
         try:
             await asyncio.to_thread(embedded.start)
         except (OSError, RuntimeError) as exc:

@@ -21,12 +21,13 @@ from projections.positions import PositionWatcher
 from projections.projector import Projector
 from projections.store import configure_engine
 from services.audit import AuditReader
+from services.consistency import ReadPositions
 from services.database_readiness import create_schema_when_ready
 from services.jetstream_readiness import ensure_stream_when_ready
 from services.nats_options import Role, connect_options
-from services.operations import FlowsOperations
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
+from services.started import NotStarted, Started
 
 __all__ = ["NatsRefused", "Runtime", "connect_nats", "create_engine"]
 
@@ -125,7 +126,7 @@ class Runtime:
         self._nc: NatsClient | None = None
         self._engine: AsyncEngine | None = None
         self._projector_task: asyncio.Task[None] | None = None
-        self.operations: FlowsOperations | None = None
+        self._started: Started | None = None
         # The parts that health and metrics read, once started.
         self.event_log: JetStreamLog | None = None
         self.watcher: PositionWatcher | None = None
@@ -146,13 +147,13 @@ class Runtime:
         applied = await projector.load_checkpoint()
         log_end = await event_log.last_position()
         self.writer = FlowWriter(event_log, self.subjects)
-        self.operations = FlowsOperations(
-            self.writer,
-            self._engine,
-            watcher,
-            AuditReader(event_log, self.subjects),
-            LogEnd(event_log.last_position),
-            settings.default_limit,
+        self._started = Started(
+            writer=self.writer,
+            engine=self._engine,
+            # Queries wait until the projector has caught up with the log as it was at
+            # start-up.
+            positions=ReadPositions(watcher, LogEnd(event_log.last_position), start=log_end),
+            audit=AuditReader(event_log, self.subjects),
             as_of=AsOfModels(
                 event_log,
                 self.subjects,
@@ -160,8 +161,6 @@ class Runtime:
                 cache_size=settings.as_of_cached_models,
             ),
         )
-        # Queries wait until the projector has caught up with the log as it was at start-up.
-        self.operations.require_position(log_end)
         self._projector_task = asyncio.create_task(
             _supervised(projector.run), name="flows-projector"
         )
@@ -172,6 +171,17 @@ class Runtime:
             applied,
             _safe_url(settings.resolved_database_url),
         )
+
+    def started(self) -> Started:
+        """The parts requests need; NotStarted (503) before start-up completes or once the
+        service stops."""
+        if self._started is None:
+            raise NotStarted()
+        return self._started
+
+    @property
+    def is_started(self) -> bool:
+        return self._started is not None
 
     async def stop(self) -> None:
         if self._projector_task is not None:
@@ -184,8 +194,9 @@ class Runtime:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
-        if self.operations is not None:
-            await self.operations.close()  # the scratch models of as-of queries
+        started, self._started = self._started, None
+        if started is not None:
+            await started.as_of.close()  # the scratch models of as-of queries
         if self._engine is not None:
             await self._engine.dispose()
 

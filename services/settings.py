@@ -256,8 +256,10 @@ def _check_reply_prefixes(settings: Settings) -> None:
     protected = [f"{prefix}.{kind}." for kind in ("events", "names", "replies", "cmd", "query")]
     protected.append(f"{prefix}.audit.")
     for reply_prefix in settings.reply_prefixes:
-        if not reply_prefix or reply_prefix.startswith("$") or any(
-            reply_prefix.startswith(p) or p.startswith(reply_prefix) for p in protected
+        if (
+            not reply_prefix
+            or reply_prefix.startswith("$")
+            or any(reply_prefix.startswith(p) or p.startswith(reply_prefix) for p in protected)
         ):
             raise ValueError(
                 f"{_source('reply_prefixes')}: {reply_prefix!r} would let a request make the "

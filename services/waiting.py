@@ -14,15 +14,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-from services.replies import Deferred, Reply
+from events.contract.replies import Reply
 
-__all__ = ["WaitingReplies"]
+__all__ = ["Deferred", "Handler", "WaitingReplies"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Reply], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A reply that must first wait (for the read model to reach a position). The transport
+    answers it outside its handler pool, so that waiting requests never hold the slots other
+    requests need."""
+
+    answer: Callable[[], Awaitable[Reply]]
+
+
+# What the route table maps a subject to: the request's payload and headers in, a reply (now or
+# after a wait) out. Handlers never raise: every failure is an error reply (services/failures.py).
+Handler = Callable[[bytes, Mapping[str, str]], Awaitable[Reply | Deferred]]
+
+
 # What `done` is told when no reply could be sent (the service is stopping, NATS is gone).
 _UNSENT = Reply(503, error="the reply could not be sent")
 

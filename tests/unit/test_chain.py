@@ -12,11 +12,12 @@ import orjson
 import pytest
 
 from events.chain import digest, link
+from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
 from events.log import StoredMessage
 from events.memory_log import InMemoryLog
 from events.model import decode_event, encode_event
 from events.subjects import Subjects
-from events.writer import CommandResult, FlowWriter
+from events.writer import FlowWriter
 from projections.verify import VerifyReport, render_report
 from projections.verify_log import LogAudit
 
@@ -30,8 +31,7 @@ def make_writer(log: InMemoryLog) -> FlowWriter:
 
 
 async def create(writer: FlowWriter, name: str) -> str:
-    outcome = await writer.create(name, [], None)
-    assert isinstance(outcome, CommandResult)
+    outcome = await writer.execute(CreateFlow(name=name, tags=[], labels=None))
     flow_id: str = outcome.body["id"]
     return flow_id
 
@@ -41,11 +41,11 @@ async def a_log() -> tuple[InMemoryLog, dict[str, str]]:
     log = InMemoryLog()
     writer = make_writer(log)
     ids = {name: await create(writer, name) for name in ("a", "b", "c")}
-    await writer.update(ids["a"], ["x"])
-    await writer.update(ids["b"], None, command_id="touch-b")
-    await writer.update(ids["a"], [])
-    await writer.delete(ids["a"])
-    await writer.delete_many([ids["c"]])
+    await writer.execute(UpdateFlow(id=ids["a"], tags=["x"]))
+    await writer.execute(UpdateFlow(id=ids["b"]), "touch-b")
+    await writer.execute(UpdateFlow(id=ids["a"], tags=[]))
+    await writer.execute(DeleteFlow(id=ids["a"]))
+    await writer.execute(DeleteFlows(flow_ids=(ids["c"],)))
     return log, ids
 
 
@@ -82,7 +82,8 @@ class TestTheWriterLinks:
         log = InMemoryLog()
         writers = [make_writer(log) for _ in range(4)]  # as if four service instances
         flow_id = await create(writers[0], "busy")
-        await asyncio.gather(*(w.update(flow_id, [f"{n}"]) for n in range(10) for w in writers))
+        updates = [UpdateFlow(id=flow_id, tags=[f"{n}"]) for n in range(10)]
+        await asyncio.gather(*(w.execute(update) for update in updates for w in writers))
         trail = on_flow(log, flow_id)
         assert len(trail) == 41
         assert walk(log.messages).findings == []

@@ -20,10 +20,10 @@ from events.commands import (
     parse_delete,
     parse_update,
 )
+from events.contract.replies import error_reply
 from events.errors import InvalidRequest, UnparsableBody
 from events.validation import MAX_DEPTH, load_json_body
 from projections.requests import parse_filter_request
-from services.replies import error_reply
 
 FLOW_ID = "16f3851d-39da-4c5a-9d99-c10251805eb4"
 PATTERN = "^[^/%&><]+$"

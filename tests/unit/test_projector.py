@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
 from events.log import AppendMessage
 from events.memory_log import InMemoryLog
 from events.model import decode_event
@@ -48,15 +49,18 @@ async def workload(log: InMemoryLog) -> None:
     writer = make_writer(log)
     ids = []
     for i in range(12):
-        outcome = await writer.create(f"flow-{i:02d}", ["db", "db", f"t{i % 3}"], {"i": i})
+        outcome = await writer.execute(
+            CreateFlow(name=f"flow-{i:02d}", tags=["db", "db", f"t{i % 3}"], labels={"i": i})
+        )
         assert isinstance(outcome, CommandResult)
         ids.append(outcome.body["id"])
     for i, flow_id in enumerate(ids):
-        await writer.update(flow_id, [f"u{i}"] if i % 2 else None)
-    await writer.update(ids[0], [])
-    await writer.delete_many(ids[:3])
-    await writer.delete(ids[5])
-    await writer.create("flow-05", ["again"], None)
+        tags = {"tags": [f"u{i}"]} if i % 2 else {}
+        await writer.execute(UpdateFlow(id=flow_id, **tags))
+    await writer.execute(UpdateFlow(id=ids[0], tags=[]))
+    await writer.execute(DeleteFlows(flow_ids=tuple(ids[:3])))
+    await writer.execute(DeleteFlow(id=ids[5]))
+    await writer.execute(CreateFlow(name="flow-05", tags=["again"], labels=None))
 
 
 def folded(log: InMemoryLog) -> dict[str, FlowState]:
@@ -159,9 +163,9 @@ async def test_a_malformed_event_is_parked_with_its_reason_and_the_rest_applied(
 ) -> None:
     log = InMemoryLog()
     writer = make_writer(log)
-    await writer.create("before", [], {})
+    await writer.execute(CreateFlow(name="before", tags=[], labels={}))
     await log.append([AppendMessage(SUBJECTS.event("not-a-flow"), b"{not json")])
-    await writer.create("after", [], {})
+    await writer.execute(CreateFlow(name="after", tags=[], labels={}))
     async with engine.begin() as conn:
         await apply_batch(conn, SUBJECTS, log.messages)
     assert {row["name"] for row in (await rows(engine)).values()} == {"before", "after"}
@@ -176,7 +180,7 @@ async def test_the_projector_follows_the_log_and_wakes_waiters(engine: AsyncEngi
     projector = Projector(engine, log, SUBJECTS, watcher)
     task = asyncio.create_task(projector.run())
     try:
-        outcome = await make_writer(log).create("live", ["x"], {})
+        outcome = await make_writer(log).execute(CreateFlow(name="live", tags=["x"]))
         assert isinstance(outcome, CommandResult)
         assert await watcher.wait_for(outcome.position, timeout_s=5)
         assert [row["name"] for row in (await rows(engine)).values()] == ["live"]

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from events.chain import digest
+from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
 from events.errors import ConcurrencyConflict, FlowNotFound
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 from events.memory_log import InMemoryLog
@@ -19,6 +20,7 @@ from events.subjects import Subjects
 from events.writer import CommandResult, FlowWriter
 
 SUBJECTS = Subjects("t")
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 def make_writer(log: InMemoryLog) -> FlowWriter:
@@ -36,9 +38,8 @@ def events_of(log: InMemoryLog) -> list[dict[str, object]]:
 
 
 async def created(writer: FlowWriter, name: str, **kwargs: object) -> CommandResult:
-    outcome = await writer.create(name, list(kwargs.get("tags", [])), kwargs.get("labels", {}))  # type: ignore[arg-type]
-    assert isinstance(outcome, CommandResult)
-    return outcome
+    command = CreateFlow(name=name, **kwargs)  # type: ignore[arg-type]
+    return await writer.execute(command)
 
 
 class TestCreate:
@@ -64,7 +65,7 @@ class TestCreate:
         log = InMemoryLog()
         writer = make_writer(log)
         first = await created(writer, "my-flow", tags=["a"])
-        await writer.update(first.body["id"], ["b"])
+        await writer.execute(UpdateFlow(id=first.body["id"], tags=["b"]))
         again = await created(writer, "my-flow", tags=["zzz"])
         assert again.status == 200
         # the holder as its events make it: the stored row, unchanged by this request
@@ -76,7 +77,7 @@ class TestCreate:
         log = InMemoryLog()
         writer = make_writer(log)
         first = await created(writer, "my-flow")
-        await writer.delete(first.body["id"])
+        await writer.execute(DeleteFlow(id=first.body["id"]))
         second = await created(writer, "my-flow")
         assert second.status == 201
         assert second.body["id"] != first.body["id"]
@@ -101,7 +102,7 @@ class TestUpdate:
         log = InMemoryLog()
         writer = make_writer(log)
         flow = await created(writer, "f", tags=["a"])
-        outcome = await writer.update(flow.body["id"], ["TB12"])
+        outcome = await writer.execute(UpdateFlow(id=flow.body["id"], tags=["TB12"]))
         assert isinstance(outcome, CommandResult)
         assert (outcome.status, outcome.body, outcome.position) == (204, None, 3)
         assert events_of(log)[-1]["data"] == {"tags": ["TB12"]}
@@ -110,7 +111,7 @@ class TestUpdate:
         log = InMemoryLog()
         writer = make_writer(log)
         flow = await created(writer, "f", tags=["a"])
-        await writer.update(flow.body["id"], None)
+        await writer.execute(UpdateFlow(id=flow.body["id"]))
         last = events_of(log)[-1]
         assert (last["type"], last["data"]) == ("FlowUpdated", {})
 
@@ -118,12 +119,12 @@ class TestUpdate:
         log = InMemoryLog()
         writer = make_writer(log)
         with pytest.raises(FlowNotFound):
-            await writer.update("00000000-0000-4000-8000-000000000000", ["x"])
+            await writer.execute(UpdateFlow(id=UNKNOWN, tags=["x"]))
         flow = await created(writer, "f")
-        await writer.delete(flow.body["id"])
+        await writer.execute(DeleteFlow(id=flow.body["id"]))
         size = len(log.messages)
         with pytest.raises(FlowNotFound):
-            await writer.update(flow.body["id"], ["x"])
+            await writer.execute(UpdateFlow(id=flow.body["id"], tags=["x"]))
         assert len(log.messages) == size
 
     async def test_concurrent_updates_of_one_flow_never_exhaust_their_retries(self) -> None:
@@ -131,7 +132,7 @@ class TestUpdate:
         writer = make_writer(log)
         flow = await created(writer, "f")
         outcomes = await asyncio.gather(
-            *(writer.update(flow.body["id"], [str(i)]) for i in range(64))
+            *(writer.execute(UpdateFlow(id=flow.body["id"], tags=[str(i)])) for i in range(64))
         )
         assert {o.status for o in outcomes} == {204}
         assert sum(1 for e in events_of(log) if e["type"] == "FlowUpdated") == 64
@@ -140,7 +141,9 @@ class TestUpdate:
         log = InMemoryLog()
         writer = make_writer(log)
         flow = await created(writer, "f")
-        await asyncio.gather(*(writer.update(flow.body["id"], [str(i)]) for i in range(8)))
+        await asyncio.gather(
+            *(writer.execute(UpdateFlow(id=flow.body["id"], tags=[str(i)])) for i in range(8))
+        )
         updates = [e for e in events_of(log) if e["type"] == "FlowUpdated"]
         assert sorted(e["data"]["tags"][0] for e in updates) == [str(i) for i in range(8)]
 
@@ -155,7 +158,7 @@ class TestUpdate:
         writer = make_writer(log)
         flow = await created(writer, "f")
         with pytest.raises(ConcurrencyConflict) as caught:
-            await writer.update(flow.body["id"], ["x"])
+            await writer.execute(UpdateFlow(id=flow.body["id"], tags=["x"]))
         assert caught.value.status == 503
 
 
@@ -164,8 +167,10 @@ class TestDelete:
         log = InMemoryLog()
         writer = make_writer(log)
         flow = await created(writer, "f")
-        await writer.update(flow.body["id"], ["x"])  # the name must come from the first event
-        outcome = await writer.delete(flow.body["id"])
+        await writer.execute(
+            UpdateFlow(id=flow.body["id"], tags=["x"])
+        )  # the name must come from the first event
+        outcome = await writer.execute(DeleteFlow(id=flow.body["id"]))
         assert isinstance(outcome, CommandResult)
         assert outcome.status == 204
         assert [m.subject for m in log.messages[-2:]] == [
@@ -177,14 +182,14 @@ class TestDelete:
 
     async def test_delete_of_unknown_flow_is_not_found(self) -> None:
         with pytest.raises(FlowNotFound):
-            await make_writer(InMemoryLog()).delete("00000000-0000-4000-8000-000000000000")
+            await make_writer(InMemoryLog()).execute(DeleteFlow(id=UNKNOWN))
 
     async def test_delete_many_deletes_only_existing_flows_atomically(self) -> None:
         log = InMemoryLog()
         writer = make_writer(log)
         a, b = await created(writer, "a"), await created(writer, "b")
         unknown = "00000000-0000-4000-8000-000000000000"
-        outcome = await writer.delete_many([a.body["id"], unknown, b.body["id"]])
+        outcome = await writer.execute(DeleteFlows(flow_ids=(a.body["id"], unknown, b.body["id"])))
         assert isinstance(outcome, CommandResult)
         assert outcome.body == {"deleted": [a.body["id"], b.body["id"]]}
         assert outcome.position == len(log.messages)
@@ -192,7 +197,7 @@ class TestDelete:
 
     async def test_delete_many_of_nothing_appends_nothing(self) -> None:
         log = InMemoryLog()
-        outcome = await make_writer(log).delete_many(["00000000-0000-4000-8000-000000000000"])
+        outcome = await make_writer(log).execute(DeleteFlows(flow_ids=(UNKNOWN,)))
         assert isinstance(outcome, CommandResult)
         assert (outcome.status, outcome.body, outcome.position) == (200, {"deleted": []}, 0)
         assert log.messages == []
@@ -202,7 +207,7 @@ class TestStoredReplies:
     async def test_a_command_id_stores_the_reply_in_the_same_append(self) -> None:
         log = InMemoryLog()
         writer = make_writer(log)
-        outcome = await writer.create("f", [], {}, command_id="cmd-1")
+        outcome = await writer.execute(CreateFlow(name="f", tags=[], labels={}), "cmd-1")
         assert isinstance(outcome, CommandResult)
         assert log.messages[-1].subject == SUBJECTS.reply("cmd-1")
         stored = await writer.stored_reply("cmd-1")
@@ -211,20 +216,28 @@ class TestStoredReplies:
 
     async def test_a_retry_racing_its_original_gets_the_original_reply(self) -> None:
         log = InMemoryLog()
-        writer = make_writer(log)
-        flow = await created(writer, "f")
-        first = await writer.update(flow.body["id"], ["x"], command_id="u-1")
-        # The retry decided before the original landed: its guards fail, the reply is found.
-        retry = await writer.update(flow.body["id"], ["y"], command_id="u-1")
-        assert isinstance(first, CommandResult)
-        assert isinstance(retry, StoredReply)
-        assert (retry.status, retry.position) == (204, first.position)
+        flow = await created(make_writer(log), "f")
+        # Two instances: both find no stored reply, both decide; the loser's atomic append
+        # fails on the reply's guard and it answers with the winner's stored reply.
+        first, retry = await asyncio.gather(
+            make_writer(log).execute(UpdateFlow(id=flow.body["id"], tags=["x"]), "u-1"),
+            make_writer(log).execute(UpdateFlow(id=flow.body["id"], tags=["y"]), "u-1"),
+        )
+        assert (retry.status, retry.position) == (first.status, first.position) == (204, 4)
         assert sum(1 for e in events_of(log) if e["type"] == "FlowUpdated") == 1
+
+    async def test_a_later_retry_appends_nothing_and_gets_the_same_reply(self) -> None:
+        log = InMemoryLog()
+        writer = make_writer(log)
+        first = await writer.execute(CreateFlow(name="f"), "c-1")
+        before = len(log.messages)
+        assert await writer.execute(CreateFlow(name="f"), "c-1") == first
+        assert len(log.messages) == before
 
     async def test_store_reply_keeps_the_first(self) -> None:
         writer = make_writer(InMemoryLog())
-        first = await writer.store_reply(StoredReply("c", "create", 200, {"a": 1}, 7))
-        second = await writer.store_reply(StoredReply("c", "create", 200, {"a": 2}, 9))
+        first = await writer._store_reply(StoredReply("c", "create", 200, {"a": 1}, 7))
+        second = await writer._store_reply(StoredReply("c", "create", 200, {"a": 2}, 9))
         assert second == first
 
     async def test_events_without_a_command_id_still_carry_one(self) -> None:
@@ -256,7 +269,7 @@ class TestAPoisonMessageOnAFlowsSubject:
 
     async def test_an_update_guards_on_and_links_to_the_poison(self) -> None:
         log, writer, flow_id, poison = await self.poisoned()
-        outcome = await writer.update(flow_id, ["b"])
+        outcome = await writer.execute(UpdateFlow(id=flow_id, tags=["b"]))
         assert isinstance(outcome, CommandResult)
         assert outcome.status == 204
         update = decode_event(log.messages[-1].data, log.messages[-1].position).event
@@ -265,11 +278,11 @@ class TestAPoisonMessageOnAFlowsSubject:
 
     async def test_a_delete_still_frees_the_name(self) -> None:
         log, writer, flow_id, _ = await self.poisoned()
-        await writer.delete(flow_id)
+        await writer.execute(DeleteFlow(id=flow_id))
         assert NameMarker.decode(log.messages[-1].data).held is False
 
     async def test_a_create_of_its_name_still_answers_with_the_holder(self) -> None:
         _, writer, flow_id, _ = await self.poisoned()
-        again = await writer.create("poisoned", [], None)
+        again = await writer.execute(CreateFlow(name="poisoned", tags=[], labels=None))
         assert isinstance(again, CommandResult)
         assert (again.status, again.body["id"], again.body["tags"]) == (200, flow_id, ["a"])

@@ -1,0 +1,97 @@
+"""Handlers of the query subjects (`P.query.*`), answered from the read model, and of the audit
+subjects (`P.audit.history`, `P.audit.events`), answered from the log itself.
+
+A query first settles which model it reads: the live one once it has applied the position the
+query must see (services/consistency.py), or, with `Flows-As-Of`, a model of the log as it was
+then (projections/as_of.py). A query that must wait is answered later, outside the handler pool
+(services/waiting.py), so waiting queries never hold the slots other requests need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events.contract import headers as h
+from events.contract.replies import Reply, json_reply
+from events.validation import load_json_body
+from projections.as_of_position import parse_log_point
+from services.audit import AuditReader
+from services.failures import failure_reply
+from services.started import Started
+from services.waiting import Deferred, Handler
+
+__all__ = ["QueryHandlers"]
+
+RequestT = TypeVar("RequestT")
+# Reads one model: the live one, or one as of a point in the log.
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
+Answer = Callable[[AsyncConnection, RequestT], Awaitable[Any]]
+
+
+class QueryHandlers:
+    def __init__(self, started: Callable[[], Started]) -> None:
+        self._started = started
+
+    def query(self, parse: Callable[[Any], RequestT], answer: Answer[RequestT]) -> Handler:
+        """The handler of a read-model query: `parse` reads the body, `answer` the model."""
+
+        async def run(connect: Connect, request: RequestT, as_of: int | None = None) -> Reply:
+            async with connect() as conn:
+                # An as-of answer says which position it was answered as of (a time resolves
+                # to one).
+                return json_reply(200, await answer(conn, request), as_of)
+
+        async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply | Deferred:
+            try:
+                parts = self._started()
+                as_of = await _as_of_position(parts, headers)
+                if as_of is not None:
+                    # Read from the log, not the live model: no wait for the projector.
+                    request = parse(load_json_body(payload))
+                    return await run(lambda: parts.as_of.connect(as_of), request, as_of)
+                positions = parts.positions
+                wanted = await positions.wanted(headers)
+                wait_ms = positions.wait_ms(headers)
+                request = parse(load_json_body(payload))
+                if wanted <= positions.applied:
+                    return await run(parts.engine.connect, request)
+            except Exception as error:
+                return failure_reply(error, "query")
+
+            async def after_wait() -> Reply:
+                try:
+                    await positions.wait_for(wanted, wait_ms)
+                    return await run(parts.engine.connect, request)
+                except Exception as error:
+                    return failure_reply(error, "query")
+
+            return Deferred(after_wait)
+
+        return handle
+
+    def audit(self, answer: Callable[[AuditReader, Any], Awaitable[Any]]) -> Handler:
+        """The handler of an audit request: `answer` reads the log (services/audit.py)."""
+
+        async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply:
+            try:
+                reader = self._started().audit
+                return json_reply(200, await answer(reader, load_json_body(payload)))
+            except Exception as error:
+                return failure_reply(error, "audit")
+
+        return handle
+
+
+async def _as_of_position(parts: Started, headers: Mapping[str, str]) -> int | None:
+    raw = h.as_of_text(headers)
+    if raw is None:
+        return None
+    try:
+        point = parse_log_point(raw)
+    except ValueError as exc:
+        raise h.header_error(h.AS_OF, "value_error", f"Value error, {exc}", raw) from None
+    return await parts.as_of.resolve(point)

@@ -1,0 +1,31 @@
+"""The parts a request needs, once the service has started: what the route table's handlers
+reach through `Runtime.started()`. Before start-up completes (or after it stops) there are none,
+and a request gets 503 "the flows service is starting"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events.errors import ServiceUnavailable
+from events.writer import FlowWriter
+from projections.as_of import AsOfModels
+from services.audit import AuditReader
+from services.consistency import ReadPositions
+
+__all__ = ["NotStarted", "Started"]
+
+
+class NotStarted(ServiceUnavailable):
+    def __init__(self) -> None:
+        super().__init__("the flows service is starting")
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    writer: FlowWriter
+    engine: AsyncEngine  # the live read model
+    positions: ReadPositions
+    audit: AuditReader
+    as_of: AsOfModels
