@@ -22,6 +22,7 @@ from events.errors import MalformedEvent
 from events.log import EventLog, StoredMessage
 from events.model import RecordedEvent, decode_event
 from events.subjects import Subjects
+from projections.checkpoint_notify import notify_checkpoint
 from projections.positions import PositionWatcher
 from projections.store import read_checkpoint
 from projections.tables import CHECKPOINT_PROJECTION, LIVE, ReadModelTables, checkpoint
@@ -267,6 +268,10 @@ async def lock_checkpoint(conn: AsyncConnection) -> int:
 
 
 async def move_checkpoint(conn: AsyncConnection, position: int) -> None:
+    """Record `position` as applied, inside the caller's transaction; on PostgreSQL also tell
+    the instances following this model (delivered on commit: projections/checkpoint_notify.py)."""
+    if conn.dialect.name == "postgresql":
+        await notify_checkpoint(conn, position)
     result = await conn.execute(
         update(checkpoint)
         .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)

@@ -81,11 +81,13 @@ def create_app(settings: Settings) -> FastStream:
         **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
     runtime = Runtime(settings)
-    discovery = Discovery(settings)
+    discovery = Discovery(settings, lambda: runtime.projector_role)
 
     refused = RefusedReplies()
     # The health reporter reads the read model by itself, the log through the runtime's.
-    health = HealthReporter(settings, lambda: runtime.event_log, refused)
+    health = HealthReporter(
+        settings, lambda: runtime.event_log, refused, lambda: runtime.projector_role
+    )
     metrics: Metrics | None = None
     http: MetricsServer | None = None
     if settings.metrics_addr:

@@ -378,7 +378,8 @@ async def _stats(client: FlowsClient, args: argparse.Namespace) -> Reply:
 
 def _stats_text(reply: Reply, args: argparse.Namespace) -> str:
     body = reply.body
-    lines = [f"{key}: {body.get(key)}" for key in ("status", "position", "log_end", "lag")]
+    keys = ("status", "position", "log_end", "lag", "projector")
+    lines = [f"{key}: {body.get(key)}" for key in keys]
     lines.append(f"parked: {body.get('parked_count')}")
     lines += [
         f"  position {p['position']} on {p['subject']}: {p['reason']}" for p in body["parked"]

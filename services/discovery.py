@@ -63,7 +63,9 @@ class Endpoint:
 
 
 class Discovery:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, projector_role: Callable[[], str] = lambda: "local"
+    ) -> None:
         self.id = NUID().next().decode()
         self.started = datetime.now(UTC)
         self.version = service_version()
@@ -75,6 +77,8 @@ class Discovery:
             # Which process this instance is (several may run on one host: --workers).
             "pid": str(os.getpid()),
         }
+        # Read at each answer: an instance's role changes when another takes over.
+        self._projector_role = projector_role
         self._queue_group = settings.queue_group
         self._endpoints: dict[str, Endpoint] = {}
 
@@ -109,7 +113,7 @@ class Discovery:
         """The JSON answer to a request on one of `control_subjects()`."""
         verb = subject.split(".")[1]
         if verb == "PING":
-            body = ServicePing(self.id, SERVICE_NAME, self.version, self.metadata).to_dict()
+            body = ServicePing(self.id, SERVICE_NAME, self.version, self._metadata()).to_dict()
         elif verb == "INFO":
             body = self._info()
         else:
@@ -126,7 +130,7 @@ class Discovery:
             version=self.version,
             description="Prefect's flows API, event-sourced on NATS JetStream",
             endpoints=endpoints,
-            metadata=self.metadata,
+            metadata=self._metadata(),
         ).to_dict()
 
     def _stats(self) -> dict[str, Any]:
@@ -136,8 +140,12 @@ class Discovery:
             version=self.version,
             started=self.started,
             endpoints=[endpoint.stats() for endpoint in self._endpoints.values()],
-            metadata=self.metadata,
+            metadata=self._metadata(),
         ).to_dict()
+
+    def _metadata(self) -> dict[str, str]:
+        # "leader" / "follower" on a shared PostgreSQL model, "local" on SQLite.
+        return {**self.metadata, "projector": self._projector_role()}
 
     def handler(self, allowed: Callable[[Msg], bool]) -> Callable[[Msg], Awaitable[None]]:
         """The nats-py callback of the control subjects; `allowed` vets the reply subject."""

@@ -51,10 +51,12 @@ class HealthReporter:
         settings: Settings,
         event_log: Callable[[], JetStreamLog | None],
         refused: RefusedReplies,
+        projector_role: Callable[[], str] = lambda: "local",
     ) -> None:
         self._settings = settings
         self._event_log = event_log
         self._refused = refused
+        self._projector_role = projector_role
         self._engine: AsyncEngine | None = None
 
     async def start(self) -> None:
@@ -103,6 +105,9 @@ class HealthReporter:
             "log_end": log_end,
             # Messages of the log the read model has not applied yet (0 when caught up).
             "lag": None if log_end is None else max(0, log_end - health.position),
+            # "leader"/"follower" on a shared PostgreSQL model (one instance projects at a
+            # time), "local" for this instance's own SQLite model.
+            "projector": self._projector_role(),
             "parked_count": health.parked_count,
             "parked": [parked.as_json() for parked in health.parked],
             "problems": problems,

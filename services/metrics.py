@@ -72,6 +72,12 @@ class Metrics:
         self._parked = _gauge(
             registry, "flows_parked_messages", "Log messages the projector parked as not events"
         )
+        self._leader = _gauge(
+            registry,
+            "flows_projector_leader",
+            "1 when this instance's projector writes its read model (the leader of a shared "
+            "PostgreSQL model, or its own SQLite model), 0 when it follows another's",
+        )
         registry.register(_Conflicts(lambda: runtime.writer.conflicts if runtime.writer else 0))
 
     def observe(self, operation: str, status: int, started_ns: int) -> None:
@@ -87,6 +93,7 @@ class Metrics:
         self._projection_position.set(report["position"])
         self._lag_events.set(report["lag"] or 0)
         self._parked.set(report["parked_count"])
+        self._leader.set(0 if report["projector"] == "follower" else 1)
         self._lag_seconds.set(await self._lag_age(report))
         return generate_latest(self.registry)
 

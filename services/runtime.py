@@ -16,6 +16,7 @@ from events.jetstream import JetStreamLog
 from events.subjects import Subjects
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
+from projections.leadership import ProjectorLeadership
 from projections.log_end import LogEnd
 from projections.positions import PositionWatcher
 from projections.projector import Projector
@@ -127,6 +128,7 @@ class Runtime:
         self._engine: AsyncEngine | None = None
         self._projector_task: asyncio.Task[None] | None = None
         self._started: Started | None = None
+        self._leadership: ProjectorLeadership | None = None
         # The parts that health and metrics read, once started.
         self.event_log: JetStreamLog | None = None
         self.watcher: PositionWatcher | None = None
@@ -161,9 +163,22 @@ class Runtime:
                 cache_size=settings.as_of_cached_models,
             ),
         )
-        self._projector_task = asyncio.create_task(
-            _supervised(projector.run), name="flows-projector"
-        )
+        if self._engine.dialect.name == "postgresql":
+            # A shared model: one instance projects at a time, the others follow its checkpoint.
+            self._leadership = ProjectorLeadership(
+                self._engine,
+                settings.stream,
+                watcher,
+                lambda: _supervised(projector.run),
+                retry_s=settings.leader_retry_s,
+            )
+            self._projector_task = asyncio.create_task(
+                self._leadership.run(), name="flows-projector-leadership"
+            )
+        else:  # this instance's own model (SQLite): always its own projector
+            self._projector_task = asyncio.create_task(
+                _supervised(projector.run), name="flows-projector"
+            )
         log.info(
             "event log %s at position %d, read model at %d (%s); subscribing",
             settings.stream,
@@ -183,11 +198,18 @@ class Runtime:
     def is_started(self) -> bool:
         return self._started is not None
 
+    @property
+    def projector_role(self) -> str:
+        """What this instance's projector does: "leader" (writes the shared PostgreSQL model) or
+        "follower" (another instance does; projections/leadership.py), or "local" for a model
+        of this instance's own (SQLite), which its projector always writes."""
+        return "local" if self._leadership is None else self._leadership.role
+
     async def stop(self) -> None:
         if self._projector_task is not None:
             # One cancellation, awaited: a second one would interrupt the projector's rollback
             # and leak its database connection (and, with aiosqlite, a thread that keeps the
-            # process alive).
+            # process alive). The leadership stops its projector before it lets the lock go.
             self._projector_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._projector_task

@@ -63,6 +63,9 @@ _ENVIRONMENT = {
     "nats_ping_interval_s": "FLOWS_NATS_PING_INTERVAL_S",
     # Service processes `flows serve` runs in the queue group (services/workers.py).
     "workers": "FLOWS_WORKERS",
+    # Shared PostgreSQL model: how often a follower tries to take over the projector
+    # (projections/leadership.py).
+    "leader_retry_s": "FLOWS_LEADER_RETRY_S",
 }
 
 # Settings that name a file the service reads (checked when the setting is given).
@@ -153,6 +156,10 @@ class Settings:
     nats_ping_interval_s: float = 2.0
     # `flows serve --workers N`: N service processes under one parent (1: the service itself).
     workers: int = 1
+    # On a shared PostgreSQL read model one instance projects (it holds an advisory lock); the
+    # others try to take over this often, which bounds the takeover after the leader dies, and
+    # read the shared checkpoint this often in case a notification was missed.
+    leader_retry_s: float = 1.0
 
     def __post_init__(self) -> None:
         check_seed_urls(self.nats_url, _source("nats_url"))
@@ -161,6 +168,8 @@ class Settings:
         _check_reply_prefixes(self)
         if self.workers < 1:
             raise ValueError(f"{_source('workers')}: give 1 or more, got {self.workers}")
+        if not self.leader_retry_s > 0:
+            raise ValueError(f"{_source('leader_retry_s')}: give seconds > 0")
 
     def __repr__(self) -> str:
         shown = []
@@ -291,7 +300,12 @@ def _coerce(attribute: str, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise ValueError(f"setting {attribute} must be an integer, got {raw!r}") from None
-    if attribute in {"duplicate_window_s", "startup_timeout_s", "nats_ping_interval_s"}:
+    if attribute in {
+        "duplicate_window_s",
+        "startup_timeout_s",
+        "nats_ping_interval_s",
+        "leader_retry_s",
+    }:
         try:
             return float(raw)
         except ValueError:

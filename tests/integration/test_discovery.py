@@ -68,6 +68,7 @@ async def test_two_instances_are_discovered_with_their_endpoints(
         "subject_prefix": prefix,
         "read_model": "sqlite",
         "pid": str(os.getpid()),  # both instances run in this test's process
+        "projector": "local",  # each projects into its own SQLite model
     }
     infos = await gather_replies(nc, "$SRV.INFO.flows", prefix, 2)
     for info in infos:

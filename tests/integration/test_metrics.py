@@ -73,6 +73,7 @@ async def test_metrics_count_requests_and_read_the_log(
     assert sample(text, "flows_projection_lag_events") == 0
     assert sample(text, "flows_projection_lag_seconds") == 0
     assert sample(text, "flows_parked_messages") == 0
+    assert sample(text, "flows_projector_leader") == 1  # its own SQLite model: it projects
     assert sample(text, "flows_command_conflicts_total") == 0
     assert sample(text, "process_resident_memory_bytes") > 0
     assert "python_gc_objects_collected_total" in text
