@@ -59,7 +59,21 @@ class EventLog(Protocol):
     async def read(
         self, after: int, limit: int, subject_filter: str | None = None
     ) -> list[StoredMessage]:
-        """Up to `limit` messages with position > after (matching the filter), in log order."""
+        """Up to `limit` messages with position > after (matching the filter), in log order:
+        a look-up. To go through the log, use `pages`."""
+        ...
+
+    def pages(
+        self,
+        after: int,
+        until: int | None = None,
+        max_batch: int = 1000,
+        subject_filter: str | None = None,
+    ) -> AsyncGenerator[list[StoredMessage], None]:
+        """The messages with after < position <= until (matching the filter), in log order, as
+        non-empty pages of at most `max_batch`; without `until`, to the log's end as it was
+        when the last page was read. The next page is read while the caller holds this one
+        (events/paging.py). A caller that stops early closes it (`contextlib.aclosing`)."""
         ...
 
     def follow(self, after: int, max_batch: int = 500) -> AsyncGenerator[list[StoredMessage], None]:

@@ -1,15 +1,18 @@
 """An in-memory `EventLog` with the JetStream log's semantics, for fast unit tests.
 
 Atomic appends, per-subject guards checked against the state before the append, gapless
-positions, first/last by subject, reads after a position, and a live follower.
+positions, first/last by subject, reads and pages after a position, and a live follower.
+tests/integration/test_event_log_contract.py holds it and the JetStream log to the same tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Sequence
 
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.paging import read_ahead
 
 __all__ = ["InMemoryLog"]
 
@@ -64,6 +67,16 @@ class InMemoryLog:
     ) -> list[StoredMessage]:
         found = [m for m in self.messages[after:] if _matches(m.subject, subject_filter)]
         return found[:limit]
+
+    def pages(
+        self,
+        after: int,
+        until: int | None = None,
+        max_batch: int = 1000,
+        subject_filter: str | None = None,
+    ) -> AsyncGenerator[list[StoredMessage], None]:
+        read_page = functools.partial(self.read, subject_filter=subject_filter)
+        return read_ahead(read_page, after, until, max_batch)
 
     async def follow(
         self, after: int, max_batch: int = 500
