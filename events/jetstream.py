@@ -33,7 +33,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.errors import JetStreamRefused, LogUnavailable
 from events.group_commit import GroupCommit
-from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.log import MAX_APPEND_MESSAGES, AppendMessage, StoredMessage, WrongExpectedPosition
 from events.paging import read_ahead
 from events.subjects import Subjects
 from events.timefmt import parse_datetime
@@ -52,7 +52,6 @@ _STREAM_NOT_FOUND = 10059
 _NATS_ERRORS = (NatsError, asyncio.TimeoutError)
 # Atomic batches per stream that nats-server accepts at once (ADR-50); above it, wait our turn.
 _MAX_BATCHES_IN_FLIGHT = 40
-_MAX_BATCH_MESSAGES = 1000
 _READ_PAGE = 1000
 
 
@@ -77,7 +76,7 @@ class JetStreamLog:
         self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._group = GroupCommit(self._append_now, _MAX_BATCH_MESSAGES)
+        self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES)
 
     @property
     def stream(self) -> str:
@@ -117,8 +116,8 @@ class JetStreamLog:
     async def append(self, messages: Sequence[AppendMessage]) -> int:
         if not messages:
             raise ValueError("append needs at least one message")
-        if len(messages) > _MAX_BATCH_MESSAGES:
-            raise ValueError(f"an atomic append holds at most {_MAX_BATCH_MESSAGES} messages")
+        if len(messages) > MAX_APPEND_MESSAGES:
+            raise ValueError(f"an atomic append holds at most {MAX_APPEND_MESSAGES} messages")
         # Concurrent appends share one atomic batch (events/group_commit.py): the server's
         # serialised, fsynced commit is the write path's limit, not our round trips.
         return await self._group.append(messages)
