@@ -35,6 +35,14 @@ class Backend:
         for number in range(count):
             await self.log.append([AppendMessage(self.subjects.event(flow), str(number).encode())])
 
+    async def interleave(self) -> None:
+        """Five appends of an event (flows "b", "a" by turns, data b"0".."4") and a name
+        marker each: events at positions 1, 3, 5, 7, 9."""
+        s = self.subjects
+        for i in range(5):
+            event = AppendMessage(s.event("a" if i % 2 else "b"), str(i).encode())
+            await self.log.append([event, AppendMessage(s.name(f"n{i}"), b"marker")])
+
     async def positions_of_pages(self, *args: int | None, **kwargs: object) -> list[list[int]]:
         pages = self.log.pages(*args, **kwargs)  # type: ignore[arg-type]
         return [[message.position for message in page] async for page in pages]
@@ -179,11 +187,7 @@ class TestGuards:
 class TestFirstAndLast:
     async def test_are_by_subject(self, backend: Backend) -> None:
         s = backend.subjects
-        for i in range(5):
-            await backend.log.append(
-                [AppendMessage(s.event("a" if i % 2 else "b"), str(i).encode()),
-                 AppendMessage(s.name(f"n{i}"), b"marker")]
-            )  # fmt: skip
+        await backend.interleave()
         first_a, last_a = (
             await backend.log.first(s.event("a")),
             await backend.log.last(s.event("a")),
@@ -201,11 +205,7 @@ class TestReading:
         self, backend: Backend
     ) -> None:
         s = backend.subjects
-        for i in range(5):
-            await backend.log.append(
-                [AppendMessage(s.event("a" if i % 2 else "b"), str(i).encode()),
-                 AppendMessage(s.name(f"n{i}"), b"marker")]
-            )  # fmt: skip
+        await backend.interleave()
         events = await backend.log.read(0, 100, s.all_events)
         assert [m.data for m in events] == [b"0", b"1", b"2", b"3", b"4"]
         assert [m.position for m in events] == [1, 3, 5, 7, 9]
