@@ -6,17 +6,20 @@
 - A lone message is a plain publish with its guard, which JetStream applies atomically too.
 - Appends made while another is committing are grouped into one atomic batch (group commit).
 - Reads use the direct-get API (no consumer is created): the last or first message of a subject,
-  and pages of messages after a position.
-Every nats-py error is translated into the log's own errors here and nowhere else.
+  and pages of messages after a position (events/paging.py reads the next page ahead).
+Every nats-py error is translated into the log's own errors here and nowhere else, connecting
+included for the tools that open a connection only to read the log (`open_log`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,17 +27,18 @@ from typing import Any
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.errors import JetStreamRefused, LogUnavailable
 from events.group_commit import GroupCommit
-from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.log import MAX_APPEND_MESSAGES, AppendMessage, StoredMessage, WrongExpectedPosition
+from events.paging import read_ahead
 from events.subjects import Subjects
 from events.timefmt import parse_datetime
 
-__all__ = ["JetStreamLog", "StreamSettings"]
+__all__ = ["JetStreamLog", "StreamSettings", "open_log"]
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +48,10 @@ log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErrF, ...ConstantErr
 _TOO_MANY_BATCHES = 10210  # JSAtomicPublishTooManyInflight
 _STREAM_NOT_FOUND = 10059
-_NATS_ERRORS = (
-    NatsTimeoutError,
-    NoRespondersError,
-    ConnectionClosedError,
-    OutboundBufferLimitError,
-    asyncio.TimeoutError,
-)
+# Every nats-py error (the JetStream ones derive from it too), and asyncio's timeouts.
+_NATS_ERRORS = (NatsError, asyncio.TimeoutError)
 # Atomic batches per stream that nats-server accepts at once (ADR-50); above it, wait our turn.
 _MAX_BATCHES_IN_FLIGHT = 40
-_MAX_BATCH_MESSAGES = 1000
 _READ_PAGE = 1000
 
 
@@ -78,7 +76,7 @@ class JetStreamLog:
         self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._group = GroupCommit(self._append_now, _MAX_BATCH_MESSAGES)
+        self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES)
 
     @property
     def stream(self) -> str:
@@ -118,8 +116,8 @@ class JetStreamLog:
     async def append(self, messages: Sequence[AppendMessage]) -> int:
         if not messages:
             raise ValueError("append needs at least one message")
-        if len(messages) > _MAX_BATCH_MESSAGES:
-            raise ValueError(f"an atomic append holds at most {_MAX_BATCH_MESSAGES} messages")
+        if len(messages) > MAX_APPEND_MESSAGES:
+            raise ValueError(f"an atomic append holds at most {MAX_APPEND_MESSAGES} messages")
         # Concurrent appends share one atomic batch (events/group_commit.py): the server's
         # serialised, fsynced commit is the write path's limit, not our round trips.
         return await self._group.append(messages)
@@ -148,10 +146,10 @@ class JetStreamLog:
 
     async def _append_batch(self, messages: Sequence[AppendMessage]) -> int:
         batch_id = uuid.uuid4().hex
-        inbox = await self._ensure_inbox()
         futures: list[asyncio.Future[Msg]] = []
         last = len(messages)
         try:
+            inbox = await self._ensure_inbox()
             for number, message in enumerate(messages, start=1):
                 headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
                 headers.update(_guard(message))
@@ -213,20 +211,36 @@ class JetStreamLog:
     async def read(
         self, after: int, limit: int, subject_filter: str | None = None
     ) -> list[StoredMessage]:
-        """Messages after a position, using batched direct gets (no consumer is created)."""
+        if limit <= _READ_PAGE:
+            return await self._read_page(after, limit, subject_filter)
+        # A long read in requests of a bounded size, so no reply grows without limit.
         found: list[StoredMessage] = []
-        cursor = after
-        while len(found) < limit:
-            want = min(_READ_PAGE, limit - len(found))
-            request: dict[str, Any] = {"seq": cursor + 1, "batch": want}
-            if subject_filter:
-                request["next_by_subj"] = subject_filter
-            page = await self._direct_get_batch(request)
-            found.extend(page)
-            if len(page) < want:
-                break
-            cursor = page[-1].position
-        return found
+        pages = self.pages(after, max_batch=_READ_PAGE, subject_filter=subject_filter)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                found.extend(page)
+                if len(found) >= limit:
+                    break
+        return found[:limit]
+
+    def pages(
+        self,
+        after: int,
+        until: int | None = None,
+        max_batch: int = _READ_PAGE,
+        subject_filter: str | None = None,
+    ) -> AsyncGenerator[list[StoredMessage], None]:
+        read_page = functools.partial(self._read_page, subject_filter=subject_filter)
+        return read_ahead(read_page, after, until, max_batch)
+
+    async def _read_page(
+        self, after: int, limit: int, subject_filter: str | None = None
+    ) -> list[StoredMessage]:
+        """One batched direct get (no consumer is created)."""
+        request: dict[str, Any] = {"seq": after + 1, "batch": limit}
+        if subject_filter:
+            request["next_by_subj"] = subject_filter
+        return await self._direct_get_batch(request)
 
     async def follow(
         self, after: int, max_batch: int = 500
@@ -242,27 +256,27 @@ class JetStreamLog:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
-        subscription = await js.subscribe(
-            f"{self._subjects.prefix}.>",
-            stream=self._stream,
-            ordered_consumer=True,
-            config=config,
-            idle_heartbeat=2.0,
-        )
+        try:
+            subscription = await js.subscribe(
+                f"{self._subjects.prefix}.>",
+                stream=self._stream,
+                ordered_consumer=True,
+                config=config,
+                idle_heartbeat=2.0,
+            )
+        except _NATS_ERRORS as exc:
+            raise self._unavailable("could not start following", exc) from None
         try:
             while True:
                 try:
-                    first = await subscription.next_msg(timeout=None)
-                except ConnectionClosedError:
-                    raise LogUnavailable(
-                        f"the connection to NATS closed while following stream {self._stream}"
-                    ) from None
-                batch = [_delivered(first)]
-                # The messages are already queued; no timeout, because on Python 3.11 a
-                # cancellation meeting asyncio.wait_for's completion is lost (CPython gh-86296)
-                # and a stopping service would hang here.
-                while len(batch) < max_batch and subscription.pending_msgs > 0:
-                    batch.append(_delivered(await subscription.next_msg(timeout=None)))
+                    batch = [_delivered(await subscription.next_msg(timeout=None))]
+                    # The messages are already queued; no timeout, because on Python 3.11 a
+                    # cancellation meeting asyncio.wait_for's completion is lost (CPython
+                    # gh-86296) and a stopping service would hang here.
+                    while len(batch) < max_batch and subscription.pending_msgs > 0:
+                        batch.append(_delivered(await subscription.next_msg(timeout=None)))
+                except _NATS_ERRORS as exc:
+                    raise self._unavailable("stopped delivering while following", exc) from None
                 yield batch
         finally:
             try:
@@ -285,8 +299,11 @@ class JetStreamLog:
 
     async def _direct_get_batch(self, request: dict[str, Any]) -> list[StoredMessage]:
         inbox = self._nc.new_inbox()
-        subscription = await self._nc.subscribe(inbox)
         messages: list[StoredMessage] = []
+        try:
+            subscription = await self._nc.subscribe(inbox)
+        except _NATS_ERRORS as exc:
+            raise self._unavailable("did not answer a read", exc) from None
         try:
             await self._nc.publish(
                 f"{self._api}.DIRECT.GET.{self._stream}", orjson.dumps(request), reply=inbox
@@ -303,12 +320,16 @@ class JetStreamLog:
                     )
                 messages.append(_stored(msg))
         except _NATS_ERRORS as exc:
-            raise LogUnavailable(
-                f"the event log (stream {self._stream}) did not answer a read: "
-                f"{type(exc).__name__}; check that nats-server is up"
-            ) from None
+            raise self._unavailable("did not answer a read", exc) from None
         finally:
-            await subscription.unsubscribe()
+            with contextlib.suppress(*_NATS_ERRORS):  # a closed connection has no subscription
+                await subscription.unsubscribe()
+
+    def _unavailable(self, what: str, exc: BaseException) -> LogUnavailable:
+        return LogUnavailable(
+            f"the event log (stream {self._stream}) {what}: {type(exc).__name__}; "
+            "check that nats-server is up"
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _request(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Msg:
@@ -397,3 +418,20 @@ def _stored(msg: Msg) -> StoredMessage:
         position=int(headers.get("Nats-Sequence", "0")),
         time=time,
     )
+
+
+@contextlib.asynccontextmanager
+async def open_log(
+    connect: Callable[[], Awaitable[NatsClient]], subjects: Subjects, stream: str, timeout_s: float
+) -> AsyncIterator[JetStreamLog]:
+    """The log on a connection of its own, closed on exit: for tools that connect only to read
+    the log. A connection that cannot be made is LogUnavailable (its message kept as it was:
+    it names the server, or says the credentials were refused)."""
+    try:
+        nc = await connect()
+    except (*_NATS_ERRORS, OSError) as exc:
+        raise LogUnavailable(str(exc) or type(exc).__name__) from exc
+    try:
+        yield JetStreamLog(nc, subjects, stream, timeout_s)
+    finally:
+        await nc.close()

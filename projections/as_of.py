@@ -1,9 +1,9 @@
 """Answering queries as of an earlier point in the log (`Flows-As-Of`).
 
 The read model holds only the present, so a past state is rebuilt on demand: the log is
-replayed up to the position into a scratch in-memory SQLite model, with the projector's own
-apply code, and the ordinary query code runs against it. So an as-of answer is exactly what
-the live model answered when it had applied the log up to that position.
+replayed up to the position into a scratch in-memory SQLite model (projections/scratch.py),
+with the projector's own apply code, and the ordinary query code runs against it. So an as-of
+answer is exactly what the live model answered when it had applied the log up to that position.
 
 Cost, and its bounds:
 - Building a model at position P reads and applies P log messages (tens of thousands per second;
@@ -23,15 +23,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.errors import FlowsError
 from events.log import EventLog
 from events.subjects import Subjects
 from projections.as_of_position import LogPoint, resolve_point
-from projections.projector import apply_messages
-from projections.tables import metadata
+from projections.scratch import create_scratch_model, replay_into
 
 __all__ = ["AsOfModels", "AsOfRefused"]
 
@@ -123,21 +121,11 @@ class AsOfModels:
         return model
 
     async def _build(self, position: int) -> _Model:
-        # One connection for the model's lifetime: an in-memory database lives as long as it.
-        engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+        engine = await create_scratch_model()
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-            after = messages = 0
-            while after < position:
-                page = await self._log.read(after, min(_PAGE, position - after))
-                page = [message for message in page if message.position <= position]
-                if not page:
-                    break
-                async with engine.begin() as conn:
-                    await apply_messages(conn, self._subjects, page)
-                after = page[-1].position
-                messages += len(page)
+            messages = await replay_into(
+                engine, self._log, self._subjects, until=position, max_batch=_PAGE
+            )
         except BaseException:
             await engine.dispose()
             raise

@@ -19,7 +19,7 @@ SQLite cannot rename an index, so a rebuilt set keeps its build-time index names
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -149,35 +149,26 @@ async def _build(
 ) -> int:
     """Fill the new table set up to (nearly) the log's end; the position reached.
 
-    The next page is read from the log while the current one is written (SQLite and asyncpg
-    work outside the event loop), so reading and writing overlap.
+    The log reads its next page while this one is written (SQLite and asyncpg work outside the
+    event loop), so reading and writing overlap. Each pass goes to the log's end as it was; the
+    log may grow meanwhile, so passes repeat, outside the lock, until one ends in a short tail.
     """
     position = 0
-    batch = await event_log.read(position, page)
     while True:
-        ahead = None
-        if len(batch) == page:
-            ahead = asyncio.ensure_future(event_log.read(batch[-1].position, page))
-        try:
-            if batch:
+        last_page = 0
+        pages = event_log.pages(position, max_batch=page)
+        async with contextlib.aclosing(pages):
+            async for batch in pages:
                 async with engine.begin() as conn:
                     # Through the turnstile (projections/write_lock.py): a live projector
                     # batch waiting for the lock goes first, even from another process.
                     await take_write_lock(conn)
                     await _apply(conn, subjects, batch, building, tally)
-                position = batch[-1].position
+                position, last_page = batch[-1].position, len(batch)
                 if progress is not None:
                     progress(position, max(end, position))
-        except BaseException:
-            if ahead is not None:
-                ahead.cancel()
-            raise
-        if ahead is not None:
-            batch = await ahead
-        elif len(batch) <= SWAP_TAIL:  # at the end, give or take: the rest goes in the swap
+        if last_page <= SWAP_TAIL:  # at the end, give or take: the rest goes in the swap
             return position
-        else:  # a short page, but the log grew meanwhile: catch up outside the lock
-            batch = await event_log.read(position, page)
 
 
 async def _swap(
@@ -193,13 +184,12 @@ async def _swap(
     # Take the live projector's lock first (SQLite's write lock, the checkpoint's row lock on
     # PostgreSQL), held until commit, so no live batch lands in between.
     live = await lock_checkpoint(conn)
-    while True:  # the final tail: everything appended since the build's last page
-        batch = await event_log.read(position, page)
-        if batch:
+    # The final tail: everything appended since the build's last page.
+    pages = event_log.pages(position, max_batch=page)
+    async with contextlib.aclosing(pages):
+        async for batch in pages:
             await _apply(conn, subjects, batch, building, tally)
             position = batch[-1].position
-        if len(batch) < page:
-            break
     if position < live:
         raise RuntimeError(
             f"the rebuilt model reached log position {position}, behind the live model's "

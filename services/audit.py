@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -39,8 +40,8 @@ class AuditReader:
 
     async def history(self, body: Any) -> list[dict[str, Any]]:
         request: HistoryRequest = validate_body(HistoryRequest, body)
-        messages = await self._log.read(0, 1_000_000_000, self._subjects.event(request.id))
-        return [recorded_json(message) for message in messages]
+        pages = self._log.pages(0, subject_filter=self._subjects.event(request.id))
+        return [recorded_json(message) async for page in pages for message in page]
 
     async def events(self, body: Any) -> list[dict[str, Any]]:
         request: EventsRequest = validate_body(EventsRequest, body)
@@ -49,18 +50,15 @@ class AuditReader:
         )
         wanted = set(request.types) if request.types is not None else None
         found: list[dict[str, Any]] = []
-        cursor = request.after
-        while len(found) < request.limit:
-            page = await self._log.read(cursor, request.limit, subject)
-            for message in page:
-                recorded = recorded_json(message)
-                if wanted is None or recorded.get("type") in wanted:
-                    found.append(recorded)
-                    if len(found) == request.limit:
-                        break
-            if len(page) < request.limit:
-                break
-            cursor = page[-1].position
+        pages = self._log.pages(request.after, max_batch=request.limit, subject_filter=subject)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for message in page:
+                    recorded = recorded_json(message)
+                    if wanted is None or recorded.get("type") in wanted:
+                        found.append(recorded)
+                        if len(found) == request.limit:
+                            return found
         return found
 
 

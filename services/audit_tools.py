@@ -6,6 +6,8 @@ only replay's JSON lines.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import sys
 import uuid
@@ -13,11 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from nats.errors import Error as NatsError
-
 from events import jsoncodec
 from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog
+from events.jetstream import JetStreamLog, open_log
 from events.log import StoredMessage
 from events.model import EVENT_TYPES
 from events.subjects import Subjects
@@ -109,36 +109,27 @@ async def replay(
         return 1
     try:
         return await _replay(settings, out, err, selection)
-    except (LogUnavailable, NatsError, OSError) as exc:
+    except (LogUnavailable, OSError) as exc:
         return _unreachable("replay", settings, exc, err)
 
 
 async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: ReplayFilter) -> int:
     subjects = Subjects(settings.subject_prefix)
-    nc = await connect_nats(settings, "flows-replay", retry=False)
-    try:
-        event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
+    connect = functools.partial(connect_nats, settings, "flows-replay", retry=False)
+    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
         after, last = await _range(event_log, selection)
         subject = subjects.event(selection.flow_id) if selection.flow_id else subjects.all_events
         with LogProgress("replay", first=after + 1, last=last, stream=err) as bar:
-            while after < last:
-                page = await event_log.read(after, _PAGE, subject)
-                for message in page:
-                    if message.position > last:
-                        break
-                    _print_selected(message, selection, out)
-                if not page:
-                    break
-                after = page[-1].position
-                bar.reached(min(after, last))
-                if len(page) < _PAGE:
-                    break
+            pages = event_log.pages(after, until=last, max_batch=_PAGE, subject_filter=subject)
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    for message in page:
+                        _print_selected(message, selection, out)
+                    bar.reached(page[-1].position)
             bar.reached(last)
         out.flush()
         if selection.follow:
             await _follow(event_log, subjects, last, selection, out)
-    finally:
-        await nc.close()
     return 0
 
 
@@ -186,21 +177,20 @@ async def rebuild(settings: Settings, err: TextIO = sys.stderr) -> int:
     (projections/rebuild.py): the new model is swapped in whole, or not at all."""
     try:
         return await _rebuild(settings, err)
-    except (LogUnavailable, NatsError, OSError) as exc:
+    except (LogUnavailable, OSError) as exc:
         return _unreachable("rebuild", settings, exc, err)
 
 
 async def _rebuild(settings: Settings, err: TextIO) -> int:
     subjects = Subjects(settings.subject_prefix)
-    nc = await connect_nats(settings, "flows-rebuild", retry=False)
-    engine = create_engine(settings)
-    try:
-        event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
-        with LogProgress("rebuild", first=1, last=0, stream=err) as bar:
-            report = await rebuild_online(engine, event_log, subjects, progress=bar.reached)
-    finally:
-        await nc.close()
-        await engine.dispose()
+    connect = functools.partial(connect_nats, settings, "flows-rebuild", retry=False)
+    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
+        engine = create_engine(settings)
+        try:
+            with LogProgress("rebuild", first=1, last=0, stream=err) as bar:
+                report = await rebuild_online(engine, event_log, subjects, progress=bar.reached)
+        finally:
+            await engine.dispose()
     err.write(
         f"rebuilt the read model from {report.messages} log messages, {report.events} of them "
         f"events (up to position {report.position}) in {report.elapsed_s:.2f}s "

@@ -10,8 +10,8 @@ checkpoint. The log walk covers the whole stream, up to its last sequence when v
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import tempfile
@@ -20,18 +20,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from nats.errors import Error as NatsError
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog
+from events.jetstream import JetStreamLog, open_log
 from events.log import StoredMessage
 from events.subjects import Subjects
 from projections.projector import apply_batch
-from projections.store import configure_engine, create_schema, read_checkpoint
+from projections.scratch import scratch_model
+from projections.store import read_checkpoint
 from projections.tables import checkpoint
 from projections.verify import Finding, VerifyReport, render_report
 from projections.verify_log import LogAudit
@@ -55,7 +55,7 @@ async def verify(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> i
     """The `flows verify` subcommand: the report on `out`, the exit code returned."""
     try:
         report = await run_verify(settings, err)
-    except (LogUnavailable, NatsError, OSError, SQLAlchemyError) as exc:
+    except (LogUnavailable, OSError, SQLAlchemyError) as exc:
         err.write(
             f"flows verify: cannot read the event log (stream {settings.stream} at "
             f"{redact_url(settings.nats_url)}) or the read model: {exc or type(exc).__name__}\n"
@@ -73,27 +73,20 @@ async def run_verify(settings: Settings, progress_to: TextIO | None = None) -> V
     started = time.perf_counter()
     subjects = Subjects(settings.subject_prefix)
     report = VerifyReport(stream=settings.stream)
-    nc = await connect_nats(settings, "flows-verify", retry=False)
-    try:
-        event_log = JetStreamLog(nc, subjects, settings.stream, settings.log_timeout_s)
+    connect = functools.partial(connect_nats, settings, "flows-verify", retry=False)
+    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
         live = await _read_live_model(settings, report)
         report.last_position = await event_log.last_position()
         report.checkpoint = live[0] if live else 0
         audit = LogAudit(subjects, settings.stream)
         with tempfile.TemporaryDirectory(prefix="flows-verify-") as scratch_dir:
-            scratch = _scratch_engine(Path(scratch_dir) / "replay.db")
-            try:
-                await create_schema(scratch)
+            async with scratch_model(Path(scratch_dir) / "replay.db") as scratch:
                 with LogProgress(
                     "verify", first=1, last=report.last_position, stream=progress_to or sys.stderr
                 ) as bar:
                     await _walk(event_log, audit, scratch, subjects, report, bar)
                 async with scratch.connect() as conn:
                     replayed = await read_model_rows(conn)
-            finally:
-                await scratch.dispose()
-    finally:
-        await nc.close()
     report.notes.extend(audit.finish(report.last_position))
     report.findings[:0] = audit.findings
     report.messages, report.events, report.flows = audit.messages, audit.events, audit.flows
@@ -135,13 +128,6 @@ async def _read_live_model(
         await engine.dispose()
 
 
-def _scratch_engine(path: Path) -> AsyncEngine:
-    """A throwaway SQLite read model, deleted after the run."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    configure_engine(engine, scratch=True)
-    return engine
-
-
 def _sqlite_file_missing(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
 
@@ -166,30 +152,19 @@ async def _walk(
 ) -> None:
     """One pass over the stream: every message to the log walk, and those up to the live
     checkpoint into the scratch model."""
-    last = report.last_position
     pending: list[StoredMessage] = []  # to replay, in transactions of _REPLAY_BATCH messages
-    # The next page is read from NATS while this one is checked and applied to SQLite.
-    reading = asyncio.ensure_future(event_log.read(0, _PAGE))
-    try:
-        while True:
-            page = [message for message in await reading if message.position <= last]
-            if not page:
-                break
-            after = page[-1].position
-            if after < last:
-                reading = asyncio.ensure_future(event_log.read(after, _PAGE))
+    # The log reads its next page while this one is checked and applied to SQLite.
+    pages = event_log.pages(0, until=report.last_position, max_batch=_PAGE)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
             audit.feed(page)
             pending.extend(message for message in page if message.position <= report.checkpoint)
             if len(pending) >= _REPLAY_BATCH:
                 await _replay(scratch, subjects, pending, report)
                 pending = []
-            bar.reached(after)
-            if after >= last:
-                break
-        if pending:
-            await _replay(scratch, subjects, pending, report)
-    finally:
-        reading.cancel()
+            bar.reached(page[-1].position)
+    if pending:
+        await _replay(scratch, subjects, pending, report)
 
 
 async def _replay(

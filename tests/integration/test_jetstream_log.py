@@ -1,9 +1,10 @@
-"""The JetStream event log against a real nats-server: atomicity, guards, reads, following."""
+"""What only the JetStream event log does, against a real nats-server: it waits out the server's
+limit on open atomic batches, and it creates and updates its stream. What every log does
+(appends, guards, reads, pages, following) is in test_event_log_contract.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from nats.aio.msg import Msg
 
 from events import jetstream
 from events.jetstream import JetStreamLog, StreamSettings
-from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
+from events.log import AppendMessage
 from events.subjects import Subjects
 from services.embedded import EmbeddedNats
 
@@ -36,44 +37,6 @@ async def second_connection(nats_server: EmbeddedNats) -> AsyncIterator[NatsClie
 
 def subjects_of(log: JetStreamLog) -> Subjects:
     return log._subjects
-
-
-async def test_a_batch_with_one_failing_guard_stores_nothing(event_log: JetStreamLog) -> None:
-    s = subjects_of(event_log)
-    first = await event_log.append([AppendMessage(s.event("a"), b"1", 0)])
-    with pytest.raises(WrongExpectedPosition):
-        await event_log.append(
-            [
-                AppendMessage(s.event("b"), b"2", 0),
-                AppendMessage(s.name("x"), b"3", 0),
-                AppendMessage(s.event("a"), b"4", 0),  # wrong: "a" is at `first`
-            ]
-        )
-    assert await event_log.last_position() == first
-    assert await event_log.last(s.event("b")) is None
-    position = await event_log.append(
-        [AppendMessage(s.event("b"), b"2", 0), AppendMessage(s.event("a"), b"4", first)]
-    )
-    assert position == first + 2
-
-
-async def test_first_last_and_filtered_reads(event_log: JetStreamLog) -> None:
-    s = subjects_of(event_log)
-    for i in range(5):
-        await event_log.append(
-            [AppendMessage(s.event("a" if i % 2 else "b"), str(i).encode()),
-             AppendMessage(s.name(f"n{i}"), b"marker")]
-        )  # fmt: skip
-    first_a = await event_log.first(s.event("a"))
-    last_a = await event_log.last(s.event("a"))
-    assert first_a is not None and last_a is not None
-    assert (first_a.data, last_a.data) == (b"1", b"3")
-    events = await event_log.read(0, 100, s.all_events)
-    assert [m.data for m in events] == [b"0", b"1", b"2", b"3", b"4"]
-    assert [m.position for m in events] == [1, 3, 5, 7, 9]
-    assert [m.position for m in await event_log.read(3, 2, s.all_events)] == [5, 7]
-    assert len(await event_log.read(0, 100)) == 10
-    assert events[0].time is not None
 
 
 async def test_an_append_waits_while_the_server_has_too_many_batches_open(
@@ -125,34 +88,6 @@ async def test_an_append_waits_while_the_server_has_too_many_batches_open(
     position = await asyncio.wait_for(append, 10)
     mine = await event_log.last(s.name("m"))
     assert mine is not None and mine.position == position
-
-
-async def test_follow_delivers_everything_after_a_position_then_live(
-    event_log: JetStreamLog,
-) -> None:
-    s = subjects_of(event_log)
-    for i in range(3):
-        await event_log.append([AppendMessage(s.event("f"), str(i).encode())])
-    seen: list[StoredMessage] = []
-    done = asyncio.Event()
-
-    async def follow() -> None:
-        async for batch in event_log.follow(1):
-            seen.extend(batch)
-            if seen and seen[-1].position >= 5:
-                done.set()
-
-    task = asyncio.create_task(follow())
-    try:
-        await event_log.append([AppendMessage(s.event("f"), b"3")])
-        await event_log.append([AppendMessage(s.name("z"), b"m")])
-        await asyncio.wait_for(done.wait(), 10)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert [m.position for m in seen] == [2, 3, 4, 5]
-    assert [m.data for m in seen] == [b"1", b"2", b"3", b"m"]
 
 
 async def test_ensure_stream_is_idempotent_and_updates_settings(event_log: JetStreamLog) -> None:

@@ -41,6 +41,7 @@ from projections.requests import (
     parse_filter_request,
     parse_paginate_request,
 )
+from projections.scratch import scratch_model
 from projections.tables import (
     deployment,
     flow,
@@ -77,13 +78,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def fresh_database(backend: str, directory: Path) -> AsyncIterator[AsyncEngine]:
     """Empty read-model tables: a new SQLite file, or a new PostgreSQL schema."""
     if backend == "sqlite":
-        engine = create_async_engine(f"sqlite+aiosqlite:///{directory / 'read-model.db'}")
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        try:
+        async with scratch_model(directory / "read-model.db") as engine:
             yield engine
-        finally:
-            await engine.dispose()
         return
     assert PG_URL
     schema = f"flows_test_{uuid.uuid4().hex[:12]}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.chain import digest
 from events.log import StoredMessage
@@ -20,7 +20,7 @@ from events.subjects import Subjects
 from events.timefmt import format_datetime
 from events.upcasting import SCHEMA_VERSION
 from projections.projector import apply_batch
-from projections.store import configure_engine, create_schema
+from projections.scratch import scratch_model
 from projections.verify_log import LogAudit
 from projections.verify_model import ModelRows, read_model_rows
 
@@ -51,12 +51,9 @@ def model_json(rows: ModelRows) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'corpus.db'}")
-    configure_engine(engine)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
+async def engine() -> AsyncIterator[AsyncEngine]:
+    async with scratch_model() as engine:
+        yield engine
 
 
 def test_the_corpus_holds_every_schema_version() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from events.chain import digest
@@ -244,16 +243,6 @@ class TestStoredReplies:
         log = InMemoryLog()
         await created(make_writer(log), "f")
         assert isinstance(events_of(log)[0]["metadata"]["command_id"], str)
-
-
-async def test_the_in_memory_log_refuses_a_whole_batch_when_one_guard_fails() -> None:
-    log = InMemoryLog()
-    await log.append([AppendMessage("a", b"1", 0)])
-    with pytest.raises(WrongExpectedPosition):
-        await log.append([AppendMessage("b", b"2", 0), AppendMessage("a", b"3", 0)])
-    assert [m.data for m in log.messages] == [b"1"]
-    assert await log.last("a") == StoredMessage("a", b"1", 1)
-    assert orjson.loads(b"1") == 1
 
 
 class TestAPoisonMessageOnAFlowsSubject:
