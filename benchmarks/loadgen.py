@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = ["Measured", "Request", "compare", "measure", "percentile", "print_comparison"]
@@ -38,12 +39,15 @@ async def measure(request: Request, seconds: float, in_flight: int) -> Measured:
     """Requests/s, p50 and p99 latency and errors of `in_flight` workers for `seconds`.
 
     A short warm-up (a tenth of the time, not counted) lets connections and caches settle.
+    Request numbers run on from the warm-up, so requests that name something new by their
+    number (creates) never repeat one of the warm-up's.
     """
-    await _loop(request, min(0.5, seconds / 10), in_flight, [], [0])
+    numbers = itertools.count(1)
+    await _loop(request, min(0.5, seconds / 10), in_flight, [], [0], numbers)
     latencies: list[float] = []
     errors = [0]
     started = time.perf_counter()
-    await _loop(request, seconds, in_flight, latencies, errors)
+    await _loop(request, seconds, in_flight, latencies, errors, numbers)
     elapsed = time.perf_counter() - started
     latencies.sort()
     return Measured(
@@ -55,18 +59,21 @@ async def measure(request: Request, seconds: float, in_flight: int) -> Measured:
 
 
 async def _loop(
-    request: Request, seconds: float, in_flight: int, latencies: list[float], errors: list[int]
+    request: Request,
+    seconds: float,
+    in_flight: int,
+    latencies: list[float],
+    errors: list[int],
+    numbers: Iterator[int],
 ) -> None:
     deadline = time.perf_counter() + seconds
-    counter = 0
 
     async def worker() -> None:
-        nonlocal counter
         while time.perf_counter() < deadline:
-            counter += 1
+            number = next(numbers)
             started = time.perf_counter()
             try:
-                ok = await request(counter)
+                ok = await request(number)
             except Exception:
                 ok = False
             if ok:
