@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def instance_environment(
     database_url: str | None = None,
     workers: int = 1,
     credentials: ServiceCredentials | None = None,
-    **extra: str,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one instance: the caller's without its FLOWS_* settings (a stray
     FLOWS_DATABASE_URL must not turn per-instance SQLite into a shared model), then the
@@ -62,7 +63,7 @@ def instance_environment(
         environment["FLOWS_DATABASE_URL"] = database_url
     if credentials is not None:
         environment.update(credentials.environment())
-    environment.update(extra)
+    environment.update(extra or {})
     return environment
 
 

@@ -77,7 +77,7 @@ def _instances(args: argparse.Namespace, seed_list: str, base: Path) -> list[Ins
             database_url=args.database_url,
             workers=args.workers,
             credentials=credentials,
-            FLOWS_STARTUP_TIMEOUT_S=str(args.startup_timeout),
+            extra={"FLOWS_STARTUP_TIMEOUT_S": str(args.startup_timeout)},
         )
         built.append(Instance(name, environment, base / f"{name}.log"))
     return built
