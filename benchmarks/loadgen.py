@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Measured", "Request", "compare", "measure", "percentile", "print_comparison"]
+__all__ = [
+    "Measured",
+    "Request",
+    "compare",
+    "measure",
+    "measure_rounds",
+    "percentile",
+    "print_comparison",
+]
 
 # One request; returns whether it succeeded (a 2xx answer).
 Request = Callable[[int], Awaitable[bool]]
@@ -38,12 +47,15 @@ async def measure(request: Request, seconds: float, in_flight: int) -> Measured:
     """Requests/s, p50 and p99 latency and errors of `in_flight` workers for `seconds`.
 
     A short warm-up (a tenth of the time, not counted) lets connections and caches settle.
+    Request numbers run on from the warm-up, so requests that name something new by their
+    number (creates) never repeat one of the warm-up's.
     """
-    await _loop(request, min(0.5, seconds / 10), in_flight, [], [0])
+    numbers = itertools.count(1)
+    await _loop(request, min(0.5, seconds / 10), in_flight, [], [0], numbers)
     latencies: list[float] = []
     errors = [0]
     started = time.perf_counter()
-    await _loop(request, seconds, in_flight, latencies, errors)
+    await _loop(request, seconds, in_flight, latencies, errors, numbers)
     elapsed = time.perf_counter() - started
     latencies.sort()
     return Measured(
@@ -55,18 +67,21 @@ async def measure(request: Request, seconds: float, in_flight: int) -> Measured:
 
 
 async def _loop(
-    request: Request, seconds: float, in_flight: int, latencies: list[float], errors: list[int]
+    request: Request,
+    seconds: float,
+    in_flight: int,
+    latencies: list[float],
+    errors: list[int],
+    numbers: Iterator[int],
 ) -> None:
     deadline = time.perf_counter() + seconds
-    counter = 0
 
     async def worker() -> None:
-        nonlocal counter
         while time.perf_counter() < deadline:
-            counter += 1
+            number = next(numbers)
             started = time.perf_counter()
             try:
-                ok = await request(counter)
+                ok = await request(number)
             except Exception:
                 ok = False
             if ok:
@@ -77,25 +92,41 @@ async def _loop(
     await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-async def compare(
-    cases: dict[str, Request], seconds: float, rounds: int, in_flight: tuple[int, ...] = (1, 32)
-) -> dict[tuple[str, int], tuple[float, float]]:
-    """The median rate and p50 of each case at each in-flight count, the cases measured in
-    alternating rounds so that machine noise falls on all of them alike."""
+async def measure_rounds(
+    cases: dict[str, Request],
+    seconds: float,
+    rounds: int,
+    in_flight: tuple[int, ...] = (1, 32),
+    progress: Callable[[str, int, Measured], None] | None = None,
+) -> dict[tuple[str, int], Measured]:
+    """Each case at each in-flight count, the cases measured in alternating rounds so that
+    machine noise falls on all of them alike: per case the median rate, p50 and p99 of the
+    rounds, and their errors summed. `progress` hears of every measurement."""
     found: dict[tuple[str, int], list[Measured]] = {}
     for _ in range(rounds):
         for flight in in_flight:
             for name, request in cases.items():
-                found.setdefault((name, flight), []).append(
-                    await measure(request, seconds, flight)
-                )
+                measured = await measure(request, seconds, flight)
+                found.setdefault((name, flight), []).append(measured)
+                if progress is not None:
+                    progress(name, flight, measured)
     return {
-        key: (
+        key: Measured(
             statistics.median(m.rate for m in figures),
             statistics.median(m.p50_ms for m in figures),
+            statistics.median(m.p99_ms for m in figures),
+            sum(m.errors for m in figures),
         )
         for key, figures in found.items()
     }
+
+
+async def compare(
+    cases: dict[str, Request], seconds: float, rounds: int, in_flight: tuple[int, ...] = (1, 32)
+) -> dict[tuple[str, int], tuple[float, float]]:
+    """The median rate and p50 of each case at each in-flight count (`measure_rounds`)."""
+    figures = await measure_rounds(cases, seconds, rounds, in_flight)
+    return {key: (m.rate, m.p50_ms) for key, m in figures.items()}
 
 
 def print_comparison(

@@ -17,14 +17,13 @@ import asyncio
 import contextlib
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import nats
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks.log_stages import fill_stream
+from benchmarks.postgres import fresh_database
 from benchmarks.synthetic import flow_messages
 from events.jetstream import JetStreamLog
 from events.subjects import Subjects
@@ -69,18 +68,12 @@ async def measure(nc: nats.NATS, stream: str, last: int, events: int, engine: As
 
 @contextlib.asynccontextmanager
 async def postgres_database(url: str):  # type: ignore[no-untyped-def]
-    name = f"flows_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_async_engine(f"{url.rpartition('/')[0]}/{name}")
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with fresh_database(url) as fresh:
+        engine = create_async_engine(fresh)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 async def main(events: int, postgres_url: str | None) -> None:

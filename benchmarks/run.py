@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import platform
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ import orjson
 from nats.aio.client import Client as NatsClient
 
 from benchmarks import log_stages
+from benchmarks.cluster_stage import ClusterResults, cluster_stage, print_cluster
 from benchmarks.loadgen import Measured, measure, percentile
 from benchmarks.prefect_server import prefect_cli, start_prefect
 from benchmarks.processes import (
@@ -71,6 +73,7 @@ class Results:
     rebuilds: list[tuple[int, float]] = field(default_factory=list)
     scaling: list[tuple[int, float, Measured, Measured, float]] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
+    cluster: ClusterResults | None = None
 
 
 async def _connect(url: str) -> NatsClient:
@@ -278,8 +281,34 @@ def _fig(m: Measured | None) -> str:
 
 def print_report(results: Results, elapsed: float) -> None:
     print()
+    prefect = f"; {results.prefect_note}" if results.prefect_note else ""
     print(f"Machine: {platform.node()} {platform.machine()}, {_cores()} cores, "
-          f"Python {platform.python_version()}; {results.prefect_note}.")  # fmt: skip
+          f"Python {platform.python_version()}{prefect}.")  # fmt: skip
+    # Each table only when its stage ran (`--stages` picks them).
+    if results.flows or results.echo:
+        _print_request_reply(results)
+    if results.flows or results.projector[0] or results.rebuilds:
+        _print_figures(results)
+    if results.scaling:
+        print()
+        print(
+            "| flows in read model | filter p50 / p99 ms | count p50 / p99 ms | service peak RSS |"
+        )
+        print("| ---: | ---: | ---: | ---: |")
+        for size, _rate, filtered, counted, rss in results.scaling:
+            print(f"| {size:,} | {filtered.p50_ms:.2f} / {filtered.p99_ms:.2f} "
+                  f"| {counted.p50_ms:.2f} / {counted.p99_ms:.2f} | {rss:.0f} MiB |")  # fmt: skip
+    if results.cluster is not None:
+        print_cluster(results.cluster)
+    targets = _targets(results)
+    if len(targets) > 1:
+        print()
+        for line in targets:
+            print(line)
+    print(f"\nwhole run: {elapsed:.0f}s")
+
+
+def _print_request_reply(results: Results) -> None:
     print()
     print("| operation | in flight | flows req/s | p50 ms | p99 ms | errors "
           "| Prefect req/s | p50 ms | p99 ms | errors | flows/Prefect | flows/echo |")  # fmt: skip
@@ -296,13 +325,18 @@ def print_report(results: Results, elapsed: float) -> None:
             print(f"| {operation} | {flight} | {_fig(ours)} | {_fig(theirs)} "
                   f"| {_ratio(ours.rate, reference) if ours else '-'} "
                   f"| {_ratio(ours.rate, echo.rate) if ours and echo else '-'} |")  # fmt: skip
+
+
+def _print_figures(results: Results) -> None:
     print()
     print("| figure | value |")
     print("| --- | ---: |")
     lag50, lag99 = results.lag
-    print(
-        f"| read-model lag under 64 creates in flight, p50 / p99 | {lag50:.1f} / {lag99:.1f} ms |"
-    )
+    if not math.isnan(lag50):
+        print(
+            f"| read-model lag under 64 creates in flight, p50 / p99 "
+            f"| {lag50:.1f} / {lag99:.1f} ms |"
+        )
     messages, seconds = results.projector
     if messages:
         print(
@@ -314,19 +348,6 @@ def print_report(results: Results, elapsed: float) -> None:
         )
     for what, rss in results.rss.items():
         print(f"| peak RSS, {what} | {rss:.0f} MiB |")
-    if results.scaling:
-        print()
-        print(
-            "| flows in read model | filter p50 / p99 ms | count p50 / p99 ms | service peak RSS |"
-        )
-        print("| ---: | ---: | ---: | ---: |")
-        for size, _rate, filtered, counted, rss in results.scaling:
-            print(f"| {size:,} | {filtered.p50_ms:.2f} / {filtered.p99_ms:.2f} "
-                  f"| {counted.p50_ms:.2f} / {counted.p99_ms:.2f} | {rss:.0f} MiB |")  # fmt: skip
-    print()
-    for line in _targets(results):
-        print(line)
-    print(f"\nwhole run: {elapsed:.0f}s")
 
 
 def _targets(results: Results) -> list[str]:
@@ -369,8 +390,6 @@ def _targets(results: Results) -> list[str]:
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 
@@ -397,6 +416,8 @@ async def run(args: argparse.Namespace) -> None:
             await read_model_scaling(args, workdir, results)
         if "log" in args.stages:
             await log_rates(args, workdir, results)
+        if "cluster" in args.stages:
+            results.cluster = await cluster_stage(args, workdir)
     print_report(results, time.perf_counter() - started)
 
 
@@ -412,7 +433,13 @@ def main() -> None:
                         help="read-model sizes for filter/count (10e3,100e3,1e6)")  # fmt: skip
     parser.add_argument("--rebuild-sizes", type=_sizes, default=[100_000, 1_000_000],
                         help="log sizes to rebuild (100e3,1e6)")  # fmt: skip
-    parser.add_argument("--stages", default="rr,scale,log", help="rr,scale,log")
+    parser.add_argument("--stages", default="rr,scale,log", help="rr,scale,log,cluster")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("FLOWS_TEST_POSTGRES_URL"),
+        help="a PostgreSQL server for the cluster stage's shared read model (a database is "
+        "created and dropped); default $FLOWS_TEST_POSTGRES_URL",
+    )
     parser.add_argument("--no-prefect", action="store_true", help="skip the Prefect column")
     parser.add_argument("--quick", action="store_true", help="1s runs, 10k/100k sizes")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")

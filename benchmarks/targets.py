@@ -42,33 +42,37 @@ async def _nats_call(nc: NatsClient, subject: str, body: dict[str, Any]) -> bool
     return _ok(await nc.request(subject, orjson.dumps(body), timeout=_TIMEOUT))
 
 
-async def seed_flows(nc: NatsClient, count: int) -> list[str]:
-    """`count` flows named seed-<i> through the service; their ids."""
+async def seed_flows(nc: NatsClient, count: int, prefix: str = "flows") -> list[str]:
+    """`count` flows named seed-<i> through the service on `prefix`; their ids."""
     ids: list[str] = []
     for start in range(0, count, 50):
         replies = await asyncio.gather(*(
-            nc.request("flows.cmd.create", orjson.dumps(
+            nc.request(f"{prefix}.cmd.create", orjson.dumps(
                 {"name": f"seed-{i:07d}", "tags": tags_of(i)}), timeout=_TIMEOUT)
             for i in range(start, min(count, start + 50))))  # fmt: skip
         ids.extend(orjson.loads(reply.data)["id"] for reply in replies)
     return ids
 
 
-def flows_requests(nc: NatsClient, ids: Sequence[str], run_id: str) -> dict[str, Request]:
+def flows_requests(
+    nc: NatsClient, ids: Sequence[str], run_id: str, prefix: str = "flows"
+) -> dict[str, Request]:
+    """The operations against the service on subject prefix `prefix`."""
+
     def pick(i: int) -> str:
         return ids[i % len(ids)]
 
     return {
         "create": lambda i: _nats_call(
-            nc, "flows.cmd.create", {"name": f"bench-{run_id}-{i}", "tags": ["db"]}
+            nc, f"{prefix}.cmd.create", {"name": f"bench-{run_id}-{i}", "tags": ["db"]}
         ),
-        "read": lambda i: _nats_call(nc, "flows.query.read", {"id": pick(i)}),
+        "read": lambda i: _nats_call(nc, f"{prefix}.query.read", {"id": pick(i)}),
         # The seeded tags again: filters and counts keep matching what they matched.
         "update": lambda i: _nats_call(
-            nc, "flows.cmd.update", {"id": pick(i), "tags": tags_of(i % len(ids))}
+            nc, f"{prefix}.cmd.update", {"id": pick(i), "tags": tags_of(i % len(ids))}
         ),
-        "filter": lambda i: _nats_call(nc, "flows.query.filter", FILTER_BODY),
-        "count": lambda i: _nats_call(nc, "flows.query.count", COUNT_BODY),
+        "filter": lambda i: _nats_call(nc, f"{prefix}.query.filter", FILTER_BODY),
+        "count": lambda i: _nats_call(nc, f"{prefix}.query.count", COUNT_BODY),
     }
 
 

@@ -106,6 +106,12 @@ class EmbeddedNats:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once a started server has exited by itself; None while it runs (or
+        after `stop`/`kill`, which forget the process)."""
+        return None if self._process is None else self._process.poll()
+
     def _config_file(self) -> Path:
         """The configuration that has no command-line flags: JetStream's, max_payload."""
         lines = [] if self.max_payload is None else [f"max_payload: {self.max_payload}"]

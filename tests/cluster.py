@@ -1,10 +1,12 @@
 """A NATS cluster of real nats-server processes for tests: routed together, JetStream on.
 
-Each node is an `EmbeddedNats` (tests never touch the machine's shared NATS) with its own free
-loopback client port, its own cluster (route) port and its own store dir; every node lists every
-other node's route port, so the cluster forms whichever nodes start first, and a node that is
-stopped and started again rejoins with its data. Tests use it to start the service before the
-cluster has formed, and to stop or kill nodes under a running service.
+The nodes are built by the plain-processes recipe (`deploy/nodes.py`, what `python -m
+deploy.local_cluster` runs), so tests exercise the topology people run: each node an
+`EmbeddedNats` (tests never touch the machine's shared NATS) with its own free loopback client
+port, route port and store dir, listing every other node's route, so the cluster forms whichever
+nodes start first and a node stopped and started again rejoins with its data. Tests use it to
+start the service before the cluster has formed, and to stop or kill nodes under a running
+service.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import nats
 import nats.errors
 import orjson
 
-from services.embedded import EmbeddedNats, free_port
+from deploy.nodes import cluster_nodes
+from services.embedded import EmbeddedNats
 from tests.processes import log_tail
 
 __all__ = ["NatsCluster"]
@@ -31,22 +34,11 @@ class NatsCluster:
 
     def __init__(self, base_dir: Path, size: int = 3) -> None:
         self.name = f"c{uuid.uuid4().hex[:8]}"
-        route_ports = [free_port() for _ in range(size)]
-        self.nodes: list[EmbeddedNats] = []
-        for index, route_port in enumerate(route_ports):
-            routes = ",".join(
-                f"nats://127.0.0.1:{port}" for port in route_ports if port != route_port
-            )
-            arguments = [
-                "--server_name", f"n{index}",
-                "--cluster_name", self.name,
-                "--cluster", f"nats://127.0.0.1:{route_port}",
-                "--routes", routes,
-            ]  # fmt: skip
-            # The fsync per write of the embedded default costs a lot with three replicas on a
-            # shared 2-core machine; replication is the durability that matters here.
-            node = EmbeddedNats(base_dir / f"n{index}", extra_args=arguments, sync_interval=None)
-            self.nodes.append(node)
+        # The fsync per write of the recipe's default costs a lot with three replicas on a
+        # shared 2-core machine; replication is the durability that matters here.
+        self.nodes: list[EmbeddedNats] = cluster_nodes(
+            base_dir, size, self.name, sync_interval=None
+        )
 
     # -- addresses -------------------------------------------------------------------------
     @property
