@@ -38,7 +38,7 @@ from projections.positions import PositionWatcher
 from projections.projector import Projector
 from projections.store import create_schema
 from services.embedded import EmbeddedNats
-from services.runtime import create_engine
+from services.bootstrap import create_engine
 from services.settings import Settings
 from services.verify_tool import run_verify
 

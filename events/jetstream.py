@@ -79,6 +79,11 @@ class JetStreamLog:
         self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES)
 
     @property
+    def subjects(self) -> Subjects:
+        """The subjects of the stream this log reads and writes."""
+        return self._subjects
+
+    @property
     def stream(self) -> str:
         return self._stream
 

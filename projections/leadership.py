@@ -203,7 +203,8 @@ class ProjectorLeadership:
         self.role = "follower"
         if task is None:
             return
-        # One cancellation, awaited (see Runtime.stop): the projector rolls back its batch.
+        # One cancellation, awaited (see Service.stop in services/bootstrap.py): the projector
+        # rolls back its batch.
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

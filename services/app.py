@@ -12,6 +12,7 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from events.contract.replies import Reply
 from services.asyncapi import describe_request
+from services.bootstrap import Service
 from services.command_handlers import CommandHandlers
 from services.discovery import Discovery
 from services.handling import RequestHandling
@@ -23,7 +24,6 @@ from services.nats_options import broker_security, inbox_prefix
 from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
 from services.routes import route_table
-from services.runtime import Runtime
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
@@ -80,18 +80,15 @@ def create_app(settings: Settings) -> FastStream:
         # `broker` is bound by the time NATS calls back.
         **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
-    runtime = Runtime(settings)
-    discovery = Discovery(settings, lambda: runtime.projector_role)
+    service = Service(settings)
+    discovery = Discovery(settings, lambda: service.projector_role)
 
     refused = RefusedReplies()
-    # The health reporter reads the read model by itself, the log through the runtime's.
-    health = HealthReporter(
-        settings, lambda: runtime.event_log, refused, lambda: runtime.projector_role
-    )
+    health = HealthReporter(service, refused)
     metrics: Metrics | None = None
     http: MetricsServer | None = None
     if settings.metrics_addr:
-        metrics = Metrics(runtime, health)
+        metrics = Metrics(service, health)
         # Built here, so that an unusable address stops the service before it starts.
         http = MetricsServer(metrics, settings.metrics_addr)
 
@@ -102,8 +99,8 @@ def create_app(settings: Settings) -> FastStream:
 
     requests = RequestHandling(settings, lambda: broker.connection, observe, refused)
     routes = route_table(
-        CommandHandlers(runtime.started),
-        QueryHandlers(runtime.started),
+        CommandHandlers(service.started),
+        QueryHandlers(service.started),
         health,
         settings.default_limit,
     )
@@ -136,9 +133,8 @@ def create_app(settings: Settings) -> FastStream:
             settings.queue_group,
         )
 
-    # The health reporter opens its engine as the app starts and disposes of it as it stops.
-    app = FastStream(broker, logger=log, on_startup=[health.start], after_shutdown=[health.stop])
-    app.on_startup(runtime.start)
+    app = FastStream(broker, logger=log)
+    app.on_startup(service.start)
     app.after_startup(subscribed)
     if http is not None:
         app.after_startup(http.start)
@@ -152,5 +148,5 @@ def create_app(settings: Settings) -> FastStream:
         await requests.drain()
 
     app.on_shutdown(stop_answering)
-    app.after_shutdown(runtime.stop)
+    app.after_shutdown(service.stop)
     return app

@@ -7,7 +7,6 @@ only replay's JSON lines.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sys
 import uuid
@@ -17,15 +16,15 @@ from typing import TextIO
 
 from events import jsoncodec
 from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog, open_log
+from events.jetstream import JetStreamLog
 from events.log import StoredMessage
 from events.model import EVENT_TYPES
 from events.subjects import Subjects
 from projections.as_of_position import LogPoint, parse_log_point, position_at
 from projections.rebuild import rebuild_online
 from services.audit import recorded_json
+from services.bootstrap import read_model, tool_log
 from services.progress import LogProgress
-from services.runtime import connect_nats, create_engine
 from services.settings import Settings, redact_url
 
 __all__ = ["ReplayFilter", "parse_replay_filter", "rebuild", "replay"]
@@ -114,9 +113,8 @@ async def replay(
 
 
 async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: ReplayFilter) -> int:
-    subjects = Subjects(settings.subject_prefix)
-    connect = functools.partial(connect_nats, settings, "flows-replay", retry=False)
-    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
+    async with tool_log(settings, "flows-replay") as event_log:
+        subjects = event_log.subjects
         after, last = await _range(event_log, selection)
         subject = subjects.event(selection.flow_id) if selection.flow_id else subjects.all_events
         with LogProgress("replay", first=after + 1, last=last, stream=err) as bar:
@@ -182,15 +180,11 @@ async def rebuild(settings: Settings, err: TextIO = sys.stderr) -> int:
 
 
 async def _rebuild(settings: Settings, err: TextIO) -> int:
-    subjects = Subjects(settings.subject_prefix)
-    connect = functools.partial(connect_nats, settings, "flows-rebuild", retry=False)
-    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
-        engine = create_engine(settings)
-        try:
-            with LogProgress("rebuild", first=1, last=0, stream=err) as bar:
-                report = await rebuild_online(engine, event_log, subjects, progress=bar.reached)
-        finally:
-            await engine.dispose()
+    async with tool_log(settings, "flows-rebuild") as event_log, read_model(settings) as engine:
+        with LogProgress("rebuild", first=1, last=0, stream=err) as bar:
+            report = await rebuild_online(
+                engine, event_log, event_log.subjects, progress=bar.reached
+            )
     err.write(
         f"rebuilt the read model from {report.messages} log messages, {report.events} of them "
         f"events (up to position {report.position}) in {report.elapsed_s:.2f}s "

@@ -9,22 +9,18 @@ deals with it, and `flows stats` shows it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.contract.replies import Reply, json_reply
 from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog
 from events.validation import load_json_body, validate_body
 from projections.health import read_projection_health
+from services.bootstrap import Service
 from services.failures import failure_reply
 from services.reply_policy import RefusedReplies
-from services.runtime import create_engine
-from services.settings import Settings
-from services.started import NotStarted
 
 __all__ = ["HealthReporter", "StatsRequest"]
 
@@ -39,37 +35,14 @@ class StatsRequest(BaseModel):
 
 class HealthReporter:
     """Answers `stats` from the read model's database, the log's stream info (through the
-    runtime's log, the one connection allowed to call the JetStream API) and the count of
-    requests refused for their reply subject.
-
-    It keeps an engine of its own (a small pool beside the projector's), so that it answers even
-    while the runtime is still starting.
+    service's log, the one connection allowed to call the JetStream API) and the count of
+    requests refused for their reply subject. It answers from the moment the app subscribes,
+    while start-up may still be waiting for the log or the database: then it says so.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        event_log: Callable[[], JetStreamLog | None],
-        refused: RefusedReplies,
-        projector_role: Callable[[], str] = lambda: "local",
-    ) -> None:
-        self._settings = settings
-        self._event_log = event_log
+    def __init__(self, service: Service, refused: RefusedReplies) -> None:
+        self._service = service
         self._refused = refused
-        self._projector_role = projector_role
-        self._engine: AsyncEngine | None = None
-
-    async def start(self) -> None:
-        self._engine = create_engine(self._settings)
-
-    async def stop(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.dispose()
-
-    def ready(self) -> HealthReporter | None:
-        """Itself once started (the app answers 503 "starting" before)."""
-        return self if self._engine is not None else None
 
     async def stats(self, payload: bytes, headers: Mapping[str, str]) -> Reply:
         try:
@@ -80,11 +53,9 @@ class HealthReporter:
 
     async def report(self, parked_limit: int = 0) -> dict[str, Any]:
         """The health report `stats` answers with (also read by metrics and /healthz)."""
-        if self._engine is None:
-            raise NotStarted()
         problems: list[str] = []
         log_end: int | None = None
-        event_log = self._event_log()
+        event_log = self._service.event_log
         if event_log is None:
             problems.append("the service is still connecting to its event log")
         else:
@@ -92,7 +63,7 @@ class HealthReporter:
                 log_end = await event_log.last_position()
             except LogUnavailable as exc:
                 problems.append(f"the event log cannot be read: {exc}")
-        async with self._engine.connect() as conn:
+        async with self._service.engine.connect() as conn:
             health = await read_projection_health(conn, parked_limit)
         if health.parked_count:
             problems.append(
@@ -107,7 +78,7 @@ class HealthReporter:
             "lag": None if log_end is None else max(0, log_end - health.position),
             # "leader"/"follower" on a shared PostgreSQL model (one instance projects at a
             # time), "local" for this instance's own SQLite model.
-            "projector": self._projector_role(),
+            "projector": self._service.projector_role,
             "parked_count": health.parked_count,
             "parked": [parked.as_json() for parked in health.parked],
             "problems": problems,

@@ -27,8 +27,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from services.bootstrap import Service
 from services.health import HealthReporter
-from services.runtime import Runtime
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -37,7 +37,7 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class Metrics:
-    def __init__(self, runtime: Runtime, health: HealthReporter) -> None:
+    def __init__(self, runtime: Service, health: HealthReporter) -> None:
         self._runtime = runtime
         self._health = health
         registry = self.registry = CollectorRegistry()
@@ -108,7 +108,7 @@ class Metrics:
 
     async def healthy(self) -> tuple[bool, dict[str, Any]]:
         """For container health checks: ready, and the read model not degraded."""
-        if self._health.ready() is None or not self._runtime.is_started:
+        if not self._runtime.is_started:
             return False, {"status": "starting"}
         report = await self._health.report(parked_limit=0)
         return report["status"] == "ok", report

@@ -1,6 +1,6 @@
 """The parts a request needs, once the service has started: what the route table's handlers
-reach through `Runtime.started()`. Before start-up completes (or after it stops) there are none,
-and a request gets 503 "the flows service is starting"."""
+reach through `Service.started()` (services/bootstrap.py). Before start-up completes (or after
+it stops) there are none, and a request gets 503 "the flows service is starting"."""
 
 from __future__ import annotations
 

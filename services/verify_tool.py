@@ -11,7 +11,6 @@ checkpoint. The log walk covers the whole stream, up to its last sequence when v
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog, open_log
+from events.jetstream import JetStreamLog
 from events.log import StoredMessage
 from events.subjects import Subjects
 from projections.projector import apply_batch
@@ -36,8 +35,8 @@ from projections.tables import checkpoint
 from projections.verify import Finding, VerifyReport, render_report
 from projections.verify_log import LogAudit
 from projections.verify_model import ModelRows, compare_models, read_model_rows
+from services.bootstrap import read_model, tool_log
 from services.progress import LogProgress
-from services.runtime import connect_nats, create_engine
 from services.settings import Settings, redact_url
 
 __all__ = ["run_verify", "verify"]
@@ -71,10 +70,9 @@ async def verify(settings: Settings, out: TextIO, err: TextIO = sys.stderr) -> i
 async def run_verify(settings: Settings, progress_to: TextIO | None = None) -> VerifyReport:
     """Verify the log and the live read model named by `settings`; the report, not printed."""
     started = time.perf_counter()
-    subjects = Subjects(settings.subject_prefix)
     report = VerifyReport(stream=settings.stream)
-    connect = functools.partial(connect_nats, settings, "flows-verify", retry=False)
-    async with open_log(connect, subjects, settings.stream, settings.log_timeout_s) as event_log:
+    async with tool_log(settings, "flows-verify") as event_log:
+        subjects = event_log.subjects
         live = await _read_live_model(settings, report)
         report.last_position = await event_log.last_position()
         report.checkpoint = live[0] if live else 0
@@ -107,25 +105,21 @@ async def _read_live_model(
             Finding("no-read-model", f"there is no read model at {url.database}", _NO_MODEL)
         )
         return None
-    engine = create_engine(settings)
-    try:
-        async with engine.connect() as conn:
-            await _one_moment(conn)
-            if not await conn.run_sync(lambda sync: inspect(sync).has_table(checkpoint.name)):
-                report.findings.append(
-                    Finding(
-                        "no-read-model",
-                        f"the database {url.render_as_string()} holds no read model tables",
-                        _NO_MODEL,
-                    )
+    async with read_model(settings) as engine, engine.connect() as conn:
+        await _one_moment(conn)
+        if not await conn.run_sync(lambda sync: inspect(sync).has_table(checkpoint.name)):
+            report.findings.append(
+                Finding(
+                    "no-read-model",
+                    f"the database {url.render_as_string()} holds no read model tables",
+                    _NO_MODEL,
                 )
-                return None
-            position = await read_checkpoint(conn)
-            rows = await read_model_rows(conn)
-            await conn.rollback()
-        return position, rows
-    finally:
-        await engine.dispose()
+            )
+            return None
+        position = await read_checkpoint(conn)
+        rows = await read_model_rows(conn)
+        await conn.rollback()
+    return position, rows
 
 
 def _sqlite_file_missing(url: URL) -> bool:

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from projections.projector import lock_checkpoint, move_checkpoint
 from services.app import create_app
+from services.bootstrap import create_engine
 from services.client import FlowsClient
-from services.runtime import create_engine
 from services.settings import Settings
 from tests.integration.wire import WireReply, call
 

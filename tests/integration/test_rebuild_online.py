@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from events.jetstream import JetStreamLog
 from events.subjects import Subjects
 from projections.rebuild import RebuildReport, rebuild_online
+from services.bootstrap import create_engine
 from services.client import FlowsClient
-from services.runtime import create_engine
 from services.settings import Settings
 
 BACKENDS = pytest.mark.parametrize(

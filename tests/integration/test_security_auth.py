@@ -26,7 +26,7 @@ import trustme
 from services.app import create_app
 from services.client import FlowsClient
 from services.embedded import EmbeddedNats
-from services.runtime import NatsRefused, connect_nats
+from services.nats_connection import NatsRefused, connect_nats
 from services.settings import Settings
 
 PASSWORD = "pw-" + uuid.uuid4().hex

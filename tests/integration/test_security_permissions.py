@@ -30,7 +30,7 @@ from events.subjects import Subjects
 from services.app import create_app
 from services.client import FlowsClient
 from services.embedded import EmbeddedNats
-from services.runtime import NatsRefused, connect_nats
+from services.nats_connection import NatsRefused, connect_nats
 from services.settings import Settings
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"

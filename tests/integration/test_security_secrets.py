@@ -20,7 +20,7 @@ import pytest
 
 from services.client import FlowsClient
 from services.embedded import EmbeddedNats
-from services.runtime import NatsRefused, connect_nats
+from services.nats_connection import NatsRefused, connect_nats
 from services.settings import Settings
 from tests.processes import ServiceProcess, Target, new_target
 
