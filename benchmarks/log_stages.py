@@ -13,12 +13,12 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from events.jetstream import JetStreamLog, StreamSettings
-from events.subjects import Subjects
-from projections.positions import PositionWatcher
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, StreamSettings
+from projections.position_watcher import PositionWatcher
 from projections.projector import Projector
 from projections.store import configure_engine, create_schema
-from services.audit_tools import rebuild
+from services.log_tools import rebuild
 from services.settings import Settings
 
 __all__ = ["fill_stream", "projector_rate", "rebuild_seconds"]

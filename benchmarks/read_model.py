@@ -52,9 +52,7 @@ class ReadModelSeeder:
         for first in range(self.flows, flows, _BATCH):
             indexes = range(first, min(first + _BATCH, flows))
             rows = [_flow_row(index, epoch + timedelta(microseconds=index)) for index in indexes]
-            tag_rows = [
-                {"flow_id": row["id"], "tag": tag} for row in rows for tag in row["tags"]
-            ]
+            tag_rows = [{"flow_id": row["id"], "tag": tag} for row in rows for tag in row["tags"]]
             async with self._engine.begin() as conn:
                 await conn.execute(insert(flow), rows)
                 await conn.execute(insert(flow_tag), tag_rows)

@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks.log_stages import fill_stream
 from benchmarks.postgres import fresh_database
 from benchmarks.synthetic import flow_messages
-from events.jetstream import JetStreamLog
-from events.subjects import Subjects
-from projections.positions import PositionWatcher
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog
+from projections.position_watcher import PositionWatcher
 from projections.projector import Projector
 from projections.rebuild import rebuild_online
 from projections.store import configure_engine, create_schema
@@ -36,7 +37,7 @@ from services.embedded import EmbeddedNats
 EVENTS_PER_FLOW = 1.25  # a create each, an update for every fourth flow
 
 
-async def measure(nc: nats.NATS, stream: str, last: int, events: int, engine: AsyncEngine) -> None:
+async def measure(nc: NatsClient, stream: str, last: int, events: int, engine: AsyncEngine) -> None:
     subjects = Subjects()
     event_log = JetStreamLog(nc, subjects, stream, timeout_s=30)
     await create_schema(engine)

@@ -234,7 +234,7 @@ async def log_rates(args: argparse.Namespace, workdir: Path, results: Results) -
     server.start()
     try:
         nc = await _connect(server.url)
-        from events.subjects import Subjects
+        from events.contract.subjects import Subjects
 
         subjects, flows, stream = Subjects(), 0, "BULK"
         for size in args.rebuild_sizes:

@@ -5,7 +5,7 @@ then measures create, read, filter, count and update with 1 and with N requests 
 and a bare nats-py echo responder as the floor. Prints a table; every figure is measured in
 this run, so ratios hold on a noisy machine.
 
-    .venv/bin/python benchmarks/service_bench.py [--seconds 3] [--in-flight 32]
+    .venv/bin/python -m benchmarks.service_bench [--seconds 3] [--in-flight 32]
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from pathlib import Path
 
 import nats
 import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
+from events.contract.headers import STATUS
 from services.embedded import EmbeddedNats
 
 Request = Callable[[int], Awaitable[bytes]]
@@ -81,16 +84,16 @@ async def run(seconds: float, in_flight: int) -> None:
                     raise
                 await asyncio.sleep(0.1)
 
-        async def echo(msg: nats.aio.msg.Msg) -> None:
+        async def echo(msg: Msg) -> None:
             await nc.publish(msg.reply, msg.data, headers={"Flows-Status": "200"})
 
         await nc.subscribe("bench.echo", cb=echo)
         echo_nc = await nats.connect(server.url)
 
-        def status_of(reply: nats.aio.msg.Msg) -> bytes:
-            return (reply.headers or {}).get("Flows-Status", "0").encode()
+        def status_of(reply: Msg) -> bytes:
+            return str((reply.headers or {}).get(STATUS, "0")).encode()
 
-        async def call(subject: str, body: dict[str, object], client: nats.NATS = nc) -> bytes:
+        async def call(subject: str, body: dict[str, object], client: NatsClient = nc) -> bytes:
             reply = await client.request(subject, orjson.dumps(body), timeout=10)
             return status_of(reply)
 

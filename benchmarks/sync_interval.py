@@ -6,7 +6,7 @@ of acknowledged commands. `sync_interval: always` fsyncs before every acknowledg
 starts, for each setting, a fresh nats-server (loopback, free port) and one `flows serve`, and
 prints creates/s and updates/s (plus raw JetStream publishes/s) with 1 and N requests in flight.
 
-    .venv/bin/python benchmarks/sync_interval.py [--seconds 3] [--in-flight 32]
+    .venv/bin/python -m benchmarks.sync_interval [--seconds 3] [--in-flight 32]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import nats
 import orjson
-from service_bench import Request, measure
+from nats.aio.client import Client as NatsClient
 
+from benchmarks.service_bench import Request, measure
 from services.embedded import EmbeddedNats
 
 SETTINGS: list[tuple[str, str | None]] = [
@@ -33,7 +34,7 @@ SETTINGS: list[tuple[str, str | None]] = [
 ]
 
 
-async def wait_until_answering(nc: nats.NATS) -> None:
+async def wait_until_answering(nc: NatsClient) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from events.chain import link
+from events.contract.subjects import Subjects
 from events.model import encode_event
 from events.records import NameMarker
 from events.rules import decide_create, decide_update
-from events.subjects import Subjects
 from events.timefmt import utcnow
 
 __all__ = ["flow_messages", "tags_of"]

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import nats
 
-from events.commands import CreateFlow, DeleteFlow, UpdateFlow
-from events.jetstream import JetStreamLog, StreamSettings
+from events.contract.commands import CreateFlow, DeleteFlow, UpdateFlow
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, StreamSettings
 from events.log import AppendMessage
 from events.memory_log import InMemoryLog
-from events.subjects import Subjects
 from events.writer import FlowWriter
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.projector import Projector
 from projections.store import create_schema
-from services.embedded import EmbeddedNats
 from services.bootstrap import create_engine
+from services.embedded import EmbeddedNats
 from services.settings import Settings
 from services.verify_tool import run_verify
 

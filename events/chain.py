@@ -6,7 +6,7 @@ under the same optimistic-concurrency guard that makes that message the subject'
 link names exactly the event it follows. Altering a stored event changes its hash and breaks the
 link of the event after it; removing one leaves the next event pointing at a hash that is no
 longer its predecessor's; a re-published copy points at the wrong predecessor. `flows verify`
-(projections/verify_log.py) walks the links.
+(projections/verify/log_walk.py) walks the links.
 """
 
 from __future__ import annotations

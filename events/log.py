@@ -1,6 +1,6 @@
 """What the write side and the audit need from the event log, independent of JetStream.
 
-`JetStreamLog` (events/jetstream.py) is the real implementation; `InMemoryLog`
+`JetStreamLog` (events/jetstream_log.py) is the real implementation; `InMemoryLog`
 (events/memory_log.py) gives unit tests the same semantics without a socket.
 """
 

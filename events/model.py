@@ -14,7 +14,7 @@ from typing import Any, Literal, cast, get_args
 from uuid import UUID
 
 from events import jsoncodec
-from events.errors import MalformedEvent
+from events.contract.errors import MalformedEvent
 from events.timefmt import format_datetime, parse_datetime
 from events.upcasting import SCHEMA_VERSION, upcast
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from events.errors import FlowNotFound
+from events.contract.errors import FlowNotFound
 from events.model import Event, EventType, RecordedEvent, flow_document
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from events.errors import MalformedEvent
+from events.contract.errors import MalformedEvent
 
 __all__ = ["SCHEMA_VERSION", "UPCASTERS", "upcast"]
 

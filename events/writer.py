@@ -23,14 +23,14 @@ from datetime import datetime
 from typing import Any
 
 from events.chain import link
-from events.commands import Command, CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
-from events.errors import ConcurrencyConflict, FlowNotFound, MalformedEvent
+from events.contract.commands import Command, CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.errors import ConcurrencyConflict, FlowNotFound, MalformedEvent
+from events.contract.subjects import Subjects
 from events.keyed_locks import KeyedLocks
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
 from events.model import EventType, decode_event, encode_event, flow_document
 from events.records import MalformedRecord, NameMarker, StoredReply
 from events.rules import FlowState, decide_create, decide_delete, decide_update, evolve
-from events.subjects import Subjects
 from events.timefmt import utcnow
 
 __all__ = ["CommandResult", "FlowWriter"]

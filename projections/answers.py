@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.errors import FlowNotFound
+from events.contract.errors import FlowNotFound
+from events.contract.queries import CountRequest, FilterRequest, PaginateRequest
 from events.model import flow_document
 from projections import queries
-from projections.requests import CountRequest, FilterRequest, PaginateRequest
 
 __all__ = ["count", "filter", "paginate", "read", "read_by_name"]
 

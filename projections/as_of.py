@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.errors import FlowsError
+from events.contract.errors import FlowsError
+from events.contract.subjects import Subjects
 from events.log import EventLog
-from events.subjects import Subjects
-from projections.as_of_position import LogPoint, resolve_point
+from projections.log_points import LogPoint, resolve_point
 from projections.scratch import create_scratch_model, replay_into
 
 __all__ = ["AsOfModels", "AsOfRefused"]

@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import True_
 
-from projections.filters import (
+from events.contract.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     DeploymentFilterName,

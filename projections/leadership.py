@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.checkpoint_notify import checkpoint_channel
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
 
 __all__ = ["ProjectorLeadership", "Role", "leadership_key"]

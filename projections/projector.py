@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.errors import MalformedEvent
+from events.contract.errors import MalformedEvent
+from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
 from events.model import RecordedEvent, decode_event
-from events.subjects import Subjects
 from projections.checkpoint_notify import notify_checkpoint
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
 from projections.tables import CHECKPOINT_PROJECTION, LIVE, ReadModelTables, checkpoint
 from projections.write_lock import take_write_lock

@@ -15,14 +15,14 @@ from typing import Any, Final, Protocol
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from events.contract.filters import FlowFilter, FlowFilters, FlowSort
+from events.contract.queries import FilterRequest, PaginateRequest
 from projections.filter_sql import (
     flow_filter_where,
     flow_order_by,
     flows_where,
     tags_only_count,
 )
-from projections.filters import FlowFilter, FlowFilters, FlowSort
-from projections.requests import FilterRequest, PaginateRequest
 from projections.tables import flow
 
 __all__ = [

@@ -30,8 +30,8 @@ from sqlalchemy import MetaData, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
-from events.subjects import Subjects
 from projections.projector import apply_messages, lock_checkpoint, move_checkpoint
 from projections.store import create_schema
 from projections.tables import (

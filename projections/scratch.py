@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from events.contract.subjects import Subjects
 from events.log import EventLog
-from events.subjects import Subjects
 from projections.projector import apply_messages
 from projections.store import configure_engine, create_schema
 

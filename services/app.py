@@ -15,17 +15,17 @@ from services.asyncapi import describe_request
 from services.bootstrap import Service
 from services.command_handlers import CommandHandlers
 from services.discovery import Discovery
-from services.handling import RequestHandling
-from services.health import HealthReporter
 from services.metrics import Metrics
 from services.metrics_server import MetricsServer
 from services.nats_flush import flush_all
 from services.nats_options import broker_security, inbox_prefix
 from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
+from services.request_handling import RequestHandling
 from services.routes import route_table
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
+from services.stats import HealthReporter
 
 __all__ = ["create_app"]
 

@@ -19,8 +19,8 @@ from faststream import FastStream
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from events.commands import CreateFlow, DeleteFlow, FlowId, UpdateFlow
-from projections.filters import (
+from events.contract.commands import CreateFlow, DeleteFlow, FlowId, UpdateFlow
+from events.contract.filters import (
     DeploymentFilter,
     FlowFilter,
     FlowRunFilter,
@@ -28,10 +28,10 @@ from projections.filters import (
     TaskRunFilter,
     WorkPoolFilter,
 )
-from services.audit import EventsRequest, HistoryRequest
+from services.audit_reader import EventsRequest, HistoryRequest
 from services.discovery import SERVICE_NAME, service_version
-from services.health import StatsRequest
 from services.settings import Settings
+from services.stats import StatsRequest
 
 __all__ = ["describe_request", "document", "print_document", "render"]
 

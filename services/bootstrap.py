@@ -15,16 +15,16 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events.jetstream import JetStreamLog, open_log
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, open_log
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
 from projections.leadership import ProjectorLeadership
 from projections.log_end import LogEnd
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.projector import Projector
 from projections.store import configure_engine
-from services.audit import AuditReader
+from services.audit_reader import AuditReader
 from services.consistency import ReadPositions
 from services.database_readiness import create_schema_when_ready
 from services.jetstream_readiness import ensure_stream_when_ready

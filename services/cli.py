@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypedDict, cast
@@ -134,23 +133,55 @@ def _flow_filter(args: argparse.Namespace) -> Filters:
     return Filters(flows=flows) if flows else Filters()
 
 
+Entry = Callable[..., Coroutine[Any, Any, int]]
+
+
 def _local(
-    module: str, function: str, *, to_stdout: bool = False, options: tuple[str, ...] = ()
+    load: Callable[[], Entry], *, to_stdout: bool = False, options: tuple[str, ...] = ()
 ) -> Callable[[Settings, argparse.Namespace], int]:
-    """A subcommand run in-process; its module is imported only when it runs. `options` name
-    the parsed flags passed on as keyword arguments."""
+    """A subcommand run in-process. `load` imports its module only when it runs, so that
+    `flows get` does not pay for the service's imports; `options` name the parsed flags passed
+    on as keyword arguments."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
-        loaded = importlib.import_module(module)
-        entry = getattr(loaded, function)
-        before_run = getattr(loaded, "before_run", None)
-        if before_run is not None:  # e.g. the service installs uvloop before its loop starts
-            before_run()
+        entry = load()
         extra = (sys.stdout,) if to_stdout else ()
         keywords = {name: getattr(args, name) for name in options}
-        return asyncio.run(cast(Coroutine[Any, Any, int], entry(settings, *extra, **keywords)))
+        return asyncio.run(entry(settings, *extra, **keywords))
 
     return run
+
+
+# The subcommands' entry points, each imported when its subcommand runs (see `_local`).
+def _serve() -> Entry:
+    from services.serve import before_run, serve
+
+    before_run()  # installs uvloop before the loop starts
+    return serve
+
+
+def _replay() -> Entry:
+    from services.log_tools import replay
+
+    return replay
+
+
+def _rebuild() -> Entry:
+    from services.log_tools import rebuild
+
+    return rebuild
+
+
+def _verify() -> Entry:
+    from services.verify_tool import verify
+
+    return verify
+
+
+def _asyncapi() -> Entry:
+    from services.asyncapi import print_document
+
+    return print_document
 
 
 class _Parser(argparse.ArgumentParser):
@@ -244,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run N service processes in the queue group (overrides $FLOWS_WORKERS)",
     )
-    sub.set_defaults(local=_local("services.runner", "serve"))
+    sub.set_defaults(local=_local(_serve))
     sub = command("replay", "print the event log, one JSON event per line")
     sub.add_argument("--from", dest="start", metavar="POS|TIME", help="first position or time")
     sub.add_argument("--to", dest="end", metavar="POS|TIME", help="last position or time")
@@ -260,24 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(
         local=_local(
-            "services.audit_tools",
-            "replay",
+            _replay,
             to_stdout=True,
             options=("start", "end", "flow", "types", "follow"),
         )
     )
     sub = command("asyncapi", "print the service's AsyncAPI document (JSON; --yaml for YAML)")
     sub.add_argument("--yaml", action="store_true", help="YAML instead of JSON")
-    sub.set_defaults(
-        local=_local("services.asyncapi", "print_document", to_stdout=True, options=("yaml",))
-    )
+    sub.set_defaults(local=_local(_asyncapi, to_stdout=True, options=("yaml",)))
     command("rebuild", "rebuild the read model from the event log").set_defaults(
-        local=_local("services.audit_tools", "rebuild")
+        local=_local(_rebuild)
     )
     command(
         "verify",
         "check the log (no missing sequence, intact chains) and the read model against a replay",
-    ).set_defaults(local=_local("services.verify_tool", "verify", to_stdout=True))
+    ).set_defaults(local=_local(_verify, to_stdout=True))
     return parser
 
 

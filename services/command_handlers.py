@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from events.commands import Command, CreateFlow, DeleteFlows, UpdateFlow
 from events.contract import headers as h
+from events.contract.bodies import load_json_body
+from events.contract.commands import Command, CreateFlow, DeleteFlows, UpdateFlow
+from events.contract.queries import parse_bulk_delete_request, refuse_unstorable_text
 from events.contract.replies import Reply, json_reply
-from events.validation import load_json_body
-from projections import queries, requests
+from projections import queries
 from services.failures import failure_reply
 from services.started import Started
 from services.waiting import Handler
@@ -49,7 +50,7 @@ class CommandHandlers:
         parts: Started | None = None
         try:
             parts = self._started()
-            request = requests.parse_bulk_delete_request(load_json_body(payload))
+            request = parse_bulk_delete_request(load_json_body(payload))
             positions = parts.positions
             await positions.wait_for(positions.answered, positions.wait_ms({}))
             async with parts.engine.connect() as conn:
@@ -73,6 +74,6 @@ def _answered(parts: Started | None) -> int | None:
 
 def _refuse_unstorable_text(parts: Started, body: Any, command: Command) -> None:
     if isinstance(command, CreateFlow):
-        requests.refuse_unstorable_text(parts.engine.dialect.name, body, command.name, command.tags)
+        refuse_unstorable_text(parts.engine.dialect.name, body, command.name, command.tags)
     elif isinstance(command, UpdateFlow):
-        requests.refuse_unstorable_text(parts.engine.dialect.name, body, None, command.tags)
+        refuse_unstorable_text(parts.engine.dialect.name, body, None, command.tags)

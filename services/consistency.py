@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from events.contract import headers as h
-from events.errors import ReadModelBehind
+from events.contract.errors import ReadModelBehind
 from projections.log_end import LogEnd
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 
 __all__ = ["DEFAULT_WAIT_MS", "ReadPositions"]
 

@@ -1,9 +1,9 @@
 """The one mapping from an exception raised while answering a request to its error reply.
 
 Over NATS an exception escaping a handler reaches nobody (the requester only sees a timeout),
-so every handler ends here: the service's own errors (events/errors.py) carry Prefect's status
-and body; a read-model failure is a 503 worth retrying; anything else is a 500 whose cause is
-in the service's log, never in the reply.
+so every handler ends here: the service's own errors (events/contract/errors.py) carry
+Prefect's status and body; a read-model failure is a 503 worth retrying; anything else is a 500
+whose cause is in the service's log, never in the reply.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from events.contract.errors import FlowsError, ServiceUnavailable
 from events.contract.replies import Reply, error_reply
-from events.errors import FlowsError, ServiceUnavailable
 
 __all__ = ["failure_reply"]
 

@@ -6,7 +6,7 @@ to a position >= N — the rows are written, the commit never comes. This is the
 a crash of the read side; tests/integration/test_faults.py restarts the service afterwards and
 proves the read model still equals a rebuild (no event applied twice, none skipped).
 
-`flows serve` installs it (services/runner.py); nothing else reads the variable.
+`flows serve` installs it (services/serve.py); nothing else reads the variable.
 """
 
 from __future__ import annotations

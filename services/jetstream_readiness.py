@@ -20,8 +20,8 @@ from urllib.parse import ParseResult
 import orjson
 from nats.aio.client import Client as NatsClient
 
-from events.errors import JetStreamRefused, LogUnavailable
-from events.jetstream import JetStreamLog, StreamSettings
+from events.contract.errors import JetStreamRefused, LogUnavailable
+from events.jetstream_log import JetStreamLog, StreamSettings
 from services.settings import Settings
 from services.startup import wait_for
 

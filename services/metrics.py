@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from services.bootstrap import Service
-from services.health import HealthReporter
+from services.stats import HealthReporter
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 

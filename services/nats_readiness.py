@@ -1,7 +1,7 @@
 """Waiting for NATS itself at start-up: any server of FLOWS_NATS_URL accepting connections.
 
 Only for a URL given explicitly: at the default URL, nothing answering means "run an embedded
-nats-server" (services/runner.py), not "wait".
+nats-server" (services/serve.py), not "wait".
 """
 
 from __future__ import annotations

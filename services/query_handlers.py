@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.contract import headers as h
+from events.contract.bodies import load_json_body
 from events.contract.replies import Reply, json_reply
-from events.validation import load_json_body
-from projections.as_of_position import parse_log_point
-from services.audit import AuditReader
+from projections.log_points import parse_log_point
+from services.audit_reader import AuditReader
 from services.failures import failure_reply
 from services.started import Started
 from services.waiting import Deferred, Handler
@@ -74,7 +74,7 @@ class QueryHandlers:
         return handle
 
     def audit(self, answer: Callable[[AuditReader, Any], Awaitable[Any]]) -> Handler:
-        """The handler of an audit request: `answer` reads the log (services/audit.py)."""
+        """The handler of an audit request: `answer` reads the log (services/audit_reader.py)."""
 
         async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply:
             try:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
 
 __all__ = ["RefusedReplies", "ReplyPolicy"]
 

@@ -1,10 +1,10 @@
 """The route table: every subject of the contract (CONTRACT.md) and the handler that answers it,
 top to bottom. A subject is `<FLOWS_SUBJECT_PREFIX>.<route>`, e.g. `flows.cmd.update`.
 
-Commands are parsed into command values (events/commands.py) and run by the writer
-(events/writer.py); queries are parsed (projections/requests.py) and answered from the read
-model (projections/answers.py); audit reads the log (services/audit.py); stats is the health
-report (services/health.py).
+Commands are parsed into command values (events/contract/commands.py) and run by the writer
+(events/writer.py); queries are parsed (events/contract/queries.py) and answered from the read
+model (projections/answers.py); audit reads the log (services/audit_reader.py); stats is the health
+report (services/stats.py).
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from events.commands import parse_create, parse_delete, parse_update
+from events.contract.commands import parse_create, parse_delete, parse_update
+from events.contract.queries import parse_count_request as parse_count
+from events.contract.queries import parse_filter_request as parse_filter
+from events.contract.queries import parse_paginate_request as parse_paginate
+from events.contract.queries import parse_read_by_name_request as parse_read_by_name
+from events.contract.queries import parse_read_request as parse_read
 from projections import answers
-from projections.requests import parse_count_request as parse_count
-from projections.requests import parse_filter_request as parse_filter
-from projections.requests import parse_paginate_request as parse_paginate
-from projections.requests import parse_read_by_name_request as parse_read_by_name
-from projections.requests import parse_read_request as parse_read
-from services.audit import AuditReader
+from services.audit_reader import AuditReader
 from services.command_handlers import CommandHandlers
-from services.health import HealthReporter
 from services.query_handlers import QueryHandlers
+from services.stats import HealthReporter
 from services.waiting import Handler
 
 __all__ = ["Route", "route_table"]

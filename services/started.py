@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events.errors import ServiceUnavailable
+from events.contract.errors import ServiceUnavailable
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
-from services.audit import AuditReader
+from services.audit_reader import AuditReader
 from services.consistency import ReadPositions
 
 __all__ = ["NotStarted", "Started"]

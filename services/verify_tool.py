@@ -24,17 +24,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog
+from events.contract.errors import LogUnavailable
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog
 from events.log import StoredMessage
-from events.subjects import Subjects
 from projections.projector import apply_batch
 from projections.scratch import scratch_model
 from projections.store import read_checkpoint
 from projections.tables import checkpoint
-from projections.verify import Finding, VerifyReport, render_report
-from projections.verify_log import LogAudit
-from projections.verify_model import ModelRows, compare_models, read_model_rows
+from projections.verify.log_walk import LogAudit
+from projections.verify.model_diff import ModelRows, compare_models, read_model_rows
+from projections.verify.report import Finding, VerifyReport, render_report
 from services.bootstrap import read_model, tool_log
 from services.progress import LogProgress
 from services.settings import Settings, redact_url

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from events.errors import InvalidRequest
+from events.contract.errors import InvalidRequest
 
 __all__ = [
     "AS_OF",

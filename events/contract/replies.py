@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from events import jsoncodec
+from events.contract.errors import FlowsError
 from events.contract.headers import POSITION, SERVICE_ERROR, SERVICE_ERROR_CODE, STATUS
-from events.errors import FlowsError
 
 __all__ = ["Reply", "error_reply", "json_reply", "status_and_position"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from events.jetstream import JetStreamLog
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog
 from projections.as_of import AsOfModels, AsOfRefused
 from services.client import AsOf, FlowsClient, Reply
 from services.settings import Settings

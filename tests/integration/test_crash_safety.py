@@ -13,9 +13,10 @@ import nats
 import orjson
 from nats.aio.client import Client as NatsClient
 
+from events.contract.subjects import Subjects
 from events.records import NameMarker
-from events.subjects import Subjects
 from services.embedded import EmbeddedNats
+from services.nats_flush import flush_all
 from services.settings import Settings
 
 
@@ -41,7 +42,7 @@ async def test_a_create_that_dies_before_its_commit_leaves_the_name_free(
         NameMarker("half", orphan, held=True).encode(),
         headers={"Nats-Batch-Id": batch, "Nats-Batch-Sequence": "2"},
     )
-    await doomed.flush()
+    await flush_all(doomed)
     await doomed.close()  # the "service" dies: the commit never comes
 
     reply = await nc.request(

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from events.contract.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
 from services.settings import Settings
 from tests.integration.conftest import projector_held, running
 from tests.integration.wire import assert_error, assert_success, call

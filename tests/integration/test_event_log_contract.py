@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import nats
 import pytest
 
-from events.jetstream import JetStreamLog, StreamSettings
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, StreamSettings
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
 from events.memory_log import InMemoryLog
-from events.subjects import Subjects
 from services.embedded import EmbeddedNats
 
 

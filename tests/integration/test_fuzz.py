@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 
-from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from events.contract.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
 from services.embedded import EmbeddedNats
 from services.settings import Settings
 from tests.integration.conftest import running

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from events.jetstream import JetStreamLog, StreamSettings
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, StreamSettings
 from events.log import AppendMessage, WrongExpectedPosition
-from events.subjects import Subjects
 
 
 @pytest.fixture

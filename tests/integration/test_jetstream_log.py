@@ -13,10 +13,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from events import jetstream
-from events.jetstream import JetStreamLog, StreamSettings
+from events import jetstream_log as jetstream
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, StreamSettings
 from events.log import AppendMessage
-from events.subjects import Subjects
 from services.embedded import EmbeddedNats
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from events.validation import MAX_DEPTH
-from projections.filters import LIKE_MAX_LENGTH
+from events.contract.bodies import MAX_DEPTH
+from events.contract.filters import LIKE_MAX_LENGTH
 from services.settings import Settings
 from tests.integration.conftest import Wire
 from tests.integration.wire import (

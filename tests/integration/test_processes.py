@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 
 from services.client import FlowsClient, Reply
 from services.embedded import EmbeddedNats, free_port
+from services.nats_flush import flush_all
 from tests.integration.bursts import Burst, assert_exactly_once, log_events, workers
 from tests.processes import (
     ServiceProcess,
@@ -252,7 +253,7 @@ class TestSigterm:
             for number, (operation, body, _) in enumerate(requests):
                 subject = f"{target.prefix}.{operation}"
                 await nc.publish(subject, orjson.dumps(body), reply=f"{inbox}.{number}")
-            await nc.flush()
+            await flush_all(nc)
             answered_at_signal = len(replies)
             service.signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):

@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events.jetstream import JetStreamLog
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog
 from projections.rebuild import RebuildReport, rebuild_online
 from services.bootstrap import create_engine
 from services.client import FlowsClient

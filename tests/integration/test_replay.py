@@ -13,8 +13,8 @@ import orjson
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.audit_tools import rebuild, replay
 from services.client import FlowsClient
+from services.log_tools import rebuild, replay
 from services.settings import Settings
 from tests.processes import Target, run_flows
 

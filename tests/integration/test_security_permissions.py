@@ -26,11 +26,12 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
 from services.app import create_app
 from services.client import FlowsClient
 from services.embedded import EmbeddedNats
 from services.nats_connection import NatsRefused, connect_nats
+from services.nats_flush import flush_all
 from services.settings import Settings
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"
@@ -148,7 +149,7 @@ async def test_only_the_service_writes_the_log(
         await nc.publish(f"$JS.API.STREAM.PURGE.{STREAM}", b"")
         # Impersonating the service: take requests meant for it.
         await nc.subscribe(f"{PREFIX}.cmd.*", queue="flows")
-        await nc.flush()
+        await flush_all(nc)
 
         await errors.wait_for(f'Permissions Violation for Publish to "{event_subject}"', times=2)
         await errors.wait_for(
@@ -227,11 +228,11 @@ async def test_injected_reply_subjects_are_refused_by_the_service_and_by_the_ser
                 await responder.publish(message.reply, b'{"detail":"Flow not found"}')
 
             await responder.subscribe(f"{PREFIX}.audit.*", queue="naive", cb=answer_anywhere)
-            await responder.flush()
+            await flush_all(responder)
             for target in targets:
                 # Sent to a subject only the naive responder hears (no service handler).
                 await nc.publish(f"{PREFIX}.audit.naive", b"{}", reply=target)
-            await nc.flush()
+            await flush_all(nc)
             for target in targets:
                 await responder_errors.wait_for(f'Permissions Violation for Publish to "{target}"')
         finally:
@@ -265,12 +266,12 @@ async def test_each_user_reads_only_its_own_replies(
     try:
         await spy.subscribe("_INBOX.flows-client.>")
         await spy.subscribe("_INBOX.>")
-        await spy.flush()
+        await flush_all(spy)
         await errors.wait_for('Permissions Violation for Subscription to "_INBOX.flows-client.>"')
         await errors.wait_for('Permissions Violation for Subscription to "_INBOX.>"')
         # An auditor sends no command.
         await spy.publish(f"{PREFIX}.cmd.create", b'{"name": "not-allowed"}')
-        await spy.flush()
+        await flush_all(spy)
         await errors.wait_for(f'Permissions Violation for Publish to "{PREFIX}.cmd.create"')
     finally:
         await spy.close()
@@ -280,7 +281,7 @@ async def test_each_user_reads_only_its_own_replies(
     owner = await connect(shipped_server, "flows-log", LOG_PASSWORD, log_errors)
     try:
         await owner.subscribe(f"{PREFIX}.query.*", queue="flows")
-        await owner.flush()
+        await flush_all(owner)
         await log_errors.wait_for(f'Permissions Violation for Subscription to "{PREFIX}.query.*"')
     finally:
         await owner.close()

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
+from services.nats_flush import flush_all
 from services.reply_policy import ReplyPolicy
 from services.settings import Settings
 from tests.integration.conftest import Wire, running
@@ -74,7 +75,7 @@ async def wait_for_refusals(
             assert refused == total, refused
             return
         assert time.monotonic() < deadline, f"only {refused} of {total} refusals counted"
-        await nc.flush()
+        await flush_all(nc)
 
 
 class TestRepliesOnlyGoToInboxes:
@@ -112,7 +113,7 @@ class TestRepliesOnlyGoToInboxes:
 
         # One more round trip through the server after the last refusal: anything the service
         # had published would have been delivered by now.
-        await nc.flush()
+        await flush_all(nc)
         # Our own hostile requests (on the request-subject targets) carry a reply subject; a
         # reply from the service would not.
         published = [m for m in listener.seen if not m.reply]
@@ -147,7 +148,7 @@ class TestRepliesOnlyGoToInboxes:
             "$SRV.STATS.flows": 1,
         }:
             assert time.monotonic() < deadline, "the discovery requests were not refused"
-        await nc.flush()
+        await flush_all(nc)
         assert listener.seen == []
         assert await stream_end(nc, service.stream) == before
 
@@ -160,7 +161,7 @@ class TestRepliesOnlyGoToInboxes:
         deadline = time.monotonic() + 10
         while (await wire("query.read_by_name", {"name": "fire-and-forget"})).status != 200:
             assert time.monotonic() < deadline, "the fire-and-forget create never took effect"
-            await nc.flush()
+            await flush_all(nc)
         assert (await stats(nc, service.subject_prefix))["refused_requests"] == {}
 
 
@@ -257,10 +258,10 @@ async def test_replies_land_only_where_the_policy_allows(
             deadline = time.monotonic() + 10
             while not [m for m in listener.seen if m.subject == reply]:
                 assert time.monotonic() < deadline, f"no reply on allowed subject {reply!r}"
-                await nc.flush()
+                await flush_all(nc)
             return
         await wait_for_refusals(nc, fuzzed.subject_prefix, refused_before + 1)
-        await nc.flush()
+        await flush_all(nc)
         assert [m for m in listener.seen if m.subject == reply] == [], reply
         assert await stream_end(nc, fuzzed.stream) == before, reply
     finally:

@@ -16,7 +16,8 @@ import nats.errors
 import orjson
 
 from services.embedded import free_port, nats_answers
-from services.runner import serve
+from services.nats_flush import flush_all
+from services.serve import serve
 from services.settings import Settings
 
 
@@ -39,7 +40,7 @@ async def test_serve_runs_an_embedded_nats_server_when_nothing_answers(tmp_path:
                 break
             except nats.errors.NoRespondersError:
                 assert time.monotonic() < deadline, "the service never subscribed"
-                await nc.flush()
+                await flush_all(nc)
         assert reply.headers is not None and reply.headers["Flows-Status"] == "201"
         flow_id = orjson.loads(reply.data)["id"]
         history = await nc.request("flows.audit.history", orjson.dumps({"id": flow_id}), timeout=5)

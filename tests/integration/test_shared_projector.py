@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from projections.leadership import ProjectorLeadership, leadership_key
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.projector import lock_checkpoint, move_checkpoint
 from projections.store import create_schema
 from services.embedded import EmbeddedNats

@@ -16,8 +16,8 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from events.subjects import Subjects
-from projections.verify import Finding, VerifyReport
+from events.contract.subjects import Subjects
+from projections.verify.report import Finding, VerifyReport
 from services.client import FlowsClient
 from services.settings import Settings
 from services.verify_tool import run_verify, verify

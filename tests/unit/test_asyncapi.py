@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import yaml
 
-from events.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
+from events.contract.subjects import AUDITS, COMMANDS, HEALTH, QUERIES
 from services.asyncapi import render
 from services.settings import Settings
 

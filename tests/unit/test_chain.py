@@ -12,14 +12,14 @@ import orjson
 import pytest
 
 from events.chain import digest, link
-from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.subjects import Subjects
 from events.log import StoredMessage
 from events.memory_log import InMemoryLog
 from events.model import decode_event, encode_event
-from events.subjects import Subjects
 from events.writer import FlowWriter
-from projections.verify import VerifyReport, render_report
-from projections.verify_log import LogAudit
+from projections.verify.log_walk import LogAudit
+from projections.verify.report import VerifyReport, render_report
 
 SUBJECTS = Subjects("t")
 

@@ -340,9 +340,9 @@ class TestLocalCommands:
     @pytest.mark.parametrize(
         ("argv", "module", "function"),
         [
-            (["serve"], "services.runner", "serve"),
-            (["rebuild"], "services.audit_tools", "rebuild"),
-            (["replay"], "services.audit_tools", "replay"),
+            (["serve"], "services.serve", "serve"),
+            (["rebuild"], "services.log_tools", "rebuild"),
+            (["replay"], "services.log_tools", "replay"),
         ],
     )
     def test_runs_the_function_with_the_settings(
@@ -358,6 +358,7 @@ class TestLocalCommands:
 
         fake = types.ModuleType(module)
         setattr(fake, function, entry)
+        fake.before_run = lambda: None  # type: ignore[attr-defined]  # serve's loop set-up
         monkeypatch.setitem(sys.modules, module, fake)
         assert main(["--stream", "S", *argv]) == 5
         [args] = received
@@ -374,9 +375,9 @@ class TestLocalCommands:
             received.append(kwargs)
             return 0
 
-        fake = types.ModuleType("services.audit_tools")
+        fake = types.ModuleType("services.log_tools")
         fake.replay = replay  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "services.audit_tools", fake)
+        monkeypatch.setitem(sys.modules, "services.log_tools", fake)
         argv = ["replay", "--from", "3", "--to", "2026-01-01T00:00:00Z", "--flow", "F"]
         assert main([*argv, "--type", "FlowCreated", "--type", "FlowDeleted"]) == 0
         assert received == [

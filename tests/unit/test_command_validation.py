@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from events.commands import (
+from events.contract.bodies import MAX_DEPTH, load_json_body
+from events.contract.commands import (
     CreateFlow,
     DeleteFlow,
     DeleteFlows,
@@ -20,10 +21,9 @@ from events.commands import (
     parse_delete,
     parse_update,
 )
+from events.contract.errors import InvalidRequest, UnparsableBody
+from events.contract.queries import parse_filter_request
 from events.contract.replies import error_reply
-from events.errors import InvalidRequest, UnparsableBody
-from events.validation import MAX_DEPTH, load_json_body
-from projections.requests import parse_filter_request
 
 FLOW_ID = "16f3851d-39da-4c5a-9d99-c10251805eb4"
 PATTERN = "^[^/%&><]+$"

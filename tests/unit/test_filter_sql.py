@@ -26,6 +26,12 @@ from sqlalchemy import Table, insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from events.contract.queries import (
+    parse_bulk_delete_request,
+    parse_count_request,
+    parse_filter_request,
+    parse_paginate_request,
+)
 from projections.filter_sql import flows_where
 from projections.queries import (
     count_flows,
@@ -34,12 +40,6 @@ from projections.queries import (
     read_flow,
     read_flow_by_name,
     select_flows_for_bulk_delete,
-)
-from projections.requests import (
-    parse_bulk_delete_request,
-    parse_count_request,
-    parse_filter_request,
-    parse_paginate_request,
 )
 from projections.scratch import scratch_model
 from projections.tables import (

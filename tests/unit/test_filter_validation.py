@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from events.errors import InvalidLimit, InvalidRequest
-from projections.filters import FlowSort, Operator, StateType
-from projections.requests import (
+from events.contract.errors import InvalidLimit, InvalidRequest
+from events.contract.filters import FlowSort, Operator, StateType
+from events.contract.queries import (
     parse_bulk_delete_request,
     parse_count_request,
     parse_filter_request,

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from events import jetstream
-from events.errors import LogUnavailable
+from events import jetstream_log as jetstream
+from events.contract.errors import LogUnavailable
 from events.log import WrongExpectedPosition
 
 

@@ -1,5 +1,5 @@
 """Every nats-py error that reaches the JetStream log, whatever the call, leaves it as the log's
-own LogUnavailable (events/jetstream.py is the one boundary), connecting included."""
+own LogUnavailable (events/jetstream_log.py is the one boundary), connecting included."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog, open_log
+from events.contract.errors import LogUnavailable
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog, open_log
 from events.log import AppendMessage
-from events.subjects import Subjects
 
 SUBJECTS = Subjects("u")
 

@@ -14,14 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.subjects import Subjects
 from events.log import AppendMessage
 from events.memory_log import InMemoryLog
 from events.model import decode_event
 from events.rules import FlowState, evolve
-from events.subjects import Subjects
 from events.writer import CommandResult, FlowWriter
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 from projections.projector import Projector, apply_batch, lock_checkpoint, move_checkpoint
 from projections.store import configure_engine, create_schema, read_checkpoint
 from projections.tables import flow, flow_tag, parked_event

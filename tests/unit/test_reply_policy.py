@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
 from services.reply_policy import RefusedReplies, ReplyPolicy
 from services.settings import Settings
 

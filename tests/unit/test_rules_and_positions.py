@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.errors import FlowNotFound, MalformedEvent
+from events.contract.errors import FlowNotFound, MalformedEvent
 from events.model import Event, RecordedEvent, decode_event, encode_event
 from events.rules import decide_create, decide_delete, decide_update, evolve
 from events.timefmt import format_datetime, parse_datetime
-from projections.positions import PositionWatcher
+from projections.position_watcher import PositionWatcher
 
 NOW = datetime(2026, 11, 29, 18, 38, 3, 441494, tzinfo=UTC)
 FLOW = "16f3851d-39da-4c5a-9d99-c10251805eb4"

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from events.errors import MalformedEvent
+from events.contract.errors import MalformedEvent
 from events.model import decode_event
 from events.upcasting import SCHEMA_VERSION, UPCASTERS, upcast
 

@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.chain import digest
+from events.contract.subjects import Subjects
 from events.log import StoredMessage
 from events.model import decode_event
-from events.subjects import Subjects
 from events.timefmt import format_datetime
 from events.upcasting import SCHEMA_VERSION
 from projections.projector import apply_batch
 from projections.scratch import scratch_model
-from projections.verify_log import LogAudit
-from projections.verify_model import ModelRows, read_model_rows
+from projections.verify.log_walk import LogAudit
+from projections.verify.model_diff import ModelRows, read_model_rows
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 LOG = CORPUS / "schema-1-then-2.jsonl"

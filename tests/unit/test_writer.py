@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.chain import digest
-from events.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
-from events.errors import ConcurrencyConflict, FlowNotFound
+from events.contract.commands import CreateFlow, DeleteFlow, DeleteFlows, UpdateFlow
+from events.contract.errors import ConcurrencyConflict, FlowNotFound
+from events.contract.subjects import Subjects
 from events.log import AppendMessage, StoredMessage, WrongExpectedPosition
 from events.memory_log import InMemoryLog
 from events.model import decode_event
 from events.records import NameMarker, StoredReply
-from events.subjects import Subjects
 from events.writer import CommandResult, FlowWriter
 
 SUBJECTS = Subjects("t")

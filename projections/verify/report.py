@@ -1,8 +1,8 @@
 """What `flows verify` found, and the report a person reads.
 
-The checks themselves live beside this module: projections/verify_log.py walks the log (missing
+The checks themselves live beside this module: projections/verify/log_walk.py walks the log (missing
 sequences, each flow's continuity, the tamper-evidence chain, malformed events) and
-projections/verify_model.py compares the live read model with a replay of the log. Each
+projections/verify/model_diff.py compares the live read model with a replay of the log. Each
 problem is a Finding that names the event (position, flow, type), says what is wrong and what
 to do; notes are facts worth knowing that are not failures.
 """

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from events import jsoncodec
-from events.errors import LogUnavailable
-from events.jetstream import JetStreamLog
+from events.contract.errors import LogUnavailable
+from events.contract.subjects import Subjects
+from events.jetstream_log import JetStreamLog
 from events.log import StoredMessage
 from events.model import EVENT_TYPES
-from events.subjects import Subjects
-from projections.as_of_position import LogPoint, parse_log_point, position_at
+from projections.log_points import LogPoint, parse_log_point, position_at
 from projections.rebuild import rebuild_online
-from services.audit import recorded_json
+from services.audit_reader import recorded_json
 from services.bootstrap import read_model, tool_log
 from services.progress import LogProgress
 from services.settings import Settings, redact_url

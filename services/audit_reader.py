@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.commands import FlowId
-from events.errors import MalformedEvent
+from events.contract.bodies import validate_body
+from events.contract.commands import FlowId
+from events.contract.errors import MalformedEvent
+from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
 from events.model import EventType, decode_event
-from events.subjects import Subjects
-from events.validation import validate_body
 
 __all__ = ["AuditReader", "EventsRequest", "HistoryRequest", "recorded_json"]
 

@@ -13,7 +13,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections.tables import LIVE
-from projections.verify import Finding
+from projections.verify.report import Finding
 
 __all__ = ["COMPARED_TABLES", "ModelRows", "compare_models", "read_model_rows"]
 

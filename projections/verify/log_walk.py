@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from events.chain import digest
-from events.errors import MalformedEvent
+from events.contract.errors import MalformedEvent
+from events.contract.subjects import Subjects
 from events.log import StoredMessage
 from events.model import RecordedEvent, decode_event
 from events.records import MalformedRecord, NameMarker, StoredReply
-from events.subjects import Subjects
-from projections.verify import Finding
+from projections.verify.report import Finding
 
 __all__ = ["LogAudit"]
 

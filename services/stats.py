@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from events.contract.bodies import load_json_body, validate_body
+from events.contract.errors import LogUnavailable
 from events.contract.replies import Reply, json_reply
-from events.errors import LogUnavailable
-from events.validation import load_json_body, validate_body
-from projections.health import read_projection_health
+from projections.model_health import read_projection_health
 from services.bootstrap import Service
 from services.failures import failure_reply
 from services.reply_policy import RefusedReplies

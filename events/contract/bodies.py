@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from events import jsoncodec
-from events.errors import InvalidRequest, UnparsableBody
+from events.contract.errors import InvalidRequest, UnparsableBody
 
 __all__ = ["load_json_body", "prefect_errors", "validate_body"]
 

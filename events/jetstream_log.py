@@ -31,11 +31,11 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from events.errors import JetStreamRefused, LogUnavailable
+from events.contract.errors import JetStreamRefused, LogUnavailable
+from events.contract.subjects import Subjects
 from events.group_commit import GroupCommit
 from events.log import MAX_APPEND_MESSAGES, AppendMessage, StoredMessage, WrongExpectedPosition
 from events.paging import read_ahead
-from events.subjects import Subjects
 from events.timefmt import parse_datetime
 
 __all__ = ["JetStreamLog", "StreamSettings", "open_log"]

@@ -25,8 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from events.errors import InvalidRequest
-from events.validation import validate_body
+from events.contract.bodies import validate_body
+from events.contract.errors import InvalidRequest
 
 __all__ = [
     "Command",

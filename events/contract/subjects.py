@@ -19,7 +19,7 @@ __all__ = ["AUDITS", "COMMANDS", "HEALTH", "QUERIES", "Subjects"]
 COMMANDS = ("create", "update", "delete", "bulk_delete")
 QUERIES = ("read", "read_by_name", "filter", "count", "paginate")
 AUDITS = ("history", "events")
-# Answered beside the audit subjects (`P.audit.stats`) by services/health.py.
+# Answered beside the audit subjects (`P.audit.stats`) by services/stats.py.
 HEALTH = ("stats",)
 
 

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from events.contract.replies import Reply
-from events.subjects import Subjects
+from events.contract.subjects import Subjects
 from services.nats_flush import flush_all
 from services.reply_policy import RefusedReplies, ReplyPolicy
 from services.routes import Route

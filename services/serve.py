@@ -10,7 +10,7 @@ import signal
 from collections.abc import Awaitable
 from urllib.parse import urlparse
 
-from events.errors import LogUnavailable
+from events.contract.errors import LogUnavailable
 from services.app import create_app
 from services.embedded import EmbeddedNats, nats_answers
 from services.fault_injection import install_from_env as install_fault_injection

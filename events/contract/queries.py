@@ -26,9 +26,9 @@ from uuid import UUID
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from events.errors import InvalidLimit, InvalidRequest
-from events.validation import prefect_errors
-from projections.filters import (
+from events.contract.bodies import prefect_errors
+from events.contract.errors import InvalidLimit, InvalidRequest
+from events.contract.filters import (
     DeploymentFilter,
     FlowFilter,
     FlowFilters,
