@@ -362,6 +362,68 @@ class TestKilledProcesses:
                 await service.stop()
 
 
+class TestHungNodes:
+    """FAILS today (see the commit that added it): with the stream leader's node hung, or the
+    node that held the instances' request connections, acknowledgements do not resume before
+    it wakes (NATS keeps routing queue-group requests to the hung server's stale interest until
+    its routes are found dead: nats-server's ping_interval, 2 min by default); and once a woken
+    node answered STREAM.INFO with a stale last sequence, so a read's Flows-Min-Position was
+    refused with 422."""
+
+    async def test_each_node_hung_in_turn(self, tmp_path: Path) -> None:
+        async with deployment(tmp_path) as setup:
+            cluster, stream = setup.cluster, setup.target.stream
+            load = Load(setup.seeds, setup.target.prefix)
+            await load.start()
+            figures: dict[str, float] = {}
+            try:
+                await load.until_acknowledged(30, timeout_s=30)
+                for node in range(3):
+                    probe = await setup.monitor(avoid=node)
+                    was_leader = await stream_leader(probe, stream) == node
+                    paused_at = time.monotonic()
+                    cluster.pause(node)
+                    try:
+                        # Acknowledgements resume while the node still hangs.
+                        try:
+                            await load.until_acknowledged(5, timeout_s=PAUSE_S - 0.5)
+                        except TimeoutError:
+                            raise AssertionError(
+                                f"n{node} hung (leader: {was_leader}): no 5 acknowledgements "
+                                f"before it woke\n{story(load, paused_at)}\n{setup.logs()}"
+                            ) from None
+                        resumed_in = time.monotonic() - paused_at
+                        # The fault lasts PAUSE_S whatever happens meanwhile.
+                        await asyncio.sleep(PAUSE_S - (time.monotonic() - paused_at))
+                    finally:
+                        cluster.resume(node)
+                    gap, began = load.longest_gap(paused_at)
+                    figures[f"n{node}"] = gap
+                    report(
+                        f"n{node} hung {PAUSE_S:.0f}s" + (" (stream leader)" if was_leader else ""),
+                        longest_gap=gap, gap_began_after=began, five_acks_within=resumed_in,
+                    )  # fmt: skip
+                    # The next pause must not take a second replica away from a stream whose
+                    # woken node is still catching up.
+                    await wait_until_all_current(probe, stream)
+                    await probe.close()
+                    await load.until_acknowledged(10, timeout_s=30)
+            finally:
+                for node in range(3):
+                    with contextlib.suppress(AssertionError, ProcessLookupError):
+                        cluster.resume(node)
+                await load.stop()
+            end = await assert_exactly_once(setup, load)
+            await assert_models(setup.services, end, load)
+            checked = await assert_told_the_same(setup, load)
+            report(
+                "after the pauses", commands=len(load.commands), reads=load.reads,
+                retried_and_told_the_same=checked, failures=dict(load.failures()),
+            )  # fmt: skip
+            for service in setup.services:
+                await service.stop()
+
+
 class TestRacingNames:
     CLIENTS = 12
     NAMES = 4
