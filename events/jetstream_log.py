@@ -5,8 +5,17 @@
   batch is checked at commit under the stream's lock.
 - A lone message is a plain publish with its guard, which JetStream applies atomically too.
 - Appends made while another is committing are grouped into one atomic batch (group commit).
-- Reads use the direct-get API (no consumer is created): the last or first message of a subject,
-  and pages of messages after a position (events/paging.py reads the next page ahead).
+- The writer's reads (the last or first message of a subject) ask the stream leader
+  (STREAM.MSG.GET): a decision such as "no such flow" must see every acknowledged append, and a
+  direct get answered by a follower may not (a flow acknowledged as created was once reported
+  missing by an update that a lagging replica answered).
+- Other reads use the direct-get API (no consumer is created): pages of messages after a
+  position, for audit, replay and history. Any replica may answer a direct get, and NATS may route
+  one to a replica whose server hangs (tests/integration/test_cluster_faults.py saw up to a third
+  of them lost while a node was SIGSTOPped), so an unanswered direct get is asked again after a
+  short wait, until the log's timeout: a hung replica costs a read a fraction of a second, not
+  the whole timeout.
+  (events/paging.py reads the next page ahead.)
 Every nats-py error is translated into the log's own errors here and nowhere else, connecting
 included for the tools that open a connection only to read the log (`open_log`).
 """
@@ -14,6 +23,7 @@ included for the tools that open a connection only to read the log (`open_log`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import logging
@@ -27,8 +37,10 @@ from typing import Any
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.contract.errors import JetStreamRefused, LogUnavailable
@@ -48,11 +60,15 @@ log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErrF, ...ConstantErr
 _TOO_MANY_BATCHES = 10210  # JSAtomicPublishTooManyInflight
 _STREAM_NOT_FOUND = 10059
+_NO_MESSAGE_FOUND = 10037
 # Every nats-py error (the JetStream ones derive from it too), and asyncio's timeouts.
 _NATS_ERRORS = (NatsError, asyncio.TimeoutError)
 # Atomic batches per stream that nats-server accepts at once (ADR-50); above it, wait our turn.
 _MAX_BATCHES_IN_FLIGHT = 40
 _READ_PAGE = 1000
+# The first wait for a direct get's answer (a healthy one takes a millisecond or two); each
+# further attempt waits twice as long, all within the log's timeout.
+_READ_ATTEMPT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +219,10 @@ class JetStreamLog:
 
     # -- reading -----------------------------------------------------------------------------
     async def last(self, subject: str) -> StoredMessage | None:
-        return await self._direct_get({"last_by_subj": subject})
+        return await self._leader_get({"last_by_subj": subject})
 
     async def first(self, subject: str) -> StoredMessage | None:
-        return await self._direct_get({"seq": 1, "next_by_subj": subject})
+        return await self._leader_get({"seq": 1, "next_by_subj": subject})
 
     async def last_position(self) -> int:
         info = await self._api_request(f"STREAM.INFO.{self._stream}", b"")
@@ -289,32 +305,43 @@ class JetStreamLog:
             except Exception:  # the connection may be closing; nothing to clean then
                 log.debug("unsubscribe of the log follower failed", exc_info=True)
 
-    async def _direct_get(self, request: dict[str, Any]) -> StoredMessage | None:
-        subject = f"{self._api}.DIRECT.GET.{self._stream}"
-        reply = await self._request(subject, orjson.dumps(request), None)
-        status = reply.headers.get("Status") if reply.headers else None
-        if status == "404":
-            return None
-        if status:
-            raise LogUnavailable(
-                f"direct get on stream {self._stream} failed with status {status}: "
-                f"{reply.headers.get('Description', '') if reply.headers else ''}"
+    async def _leader_get(self, request: dict[str, Any]) -> StoredMessage | None:
+        """One message, as the stream leader has it: after every acknowledged append."""
+        endpoint = f"STREAM.MSG.GET.{self._stream}"
+        reply = await self._request(f"{self._api}.{endpoint}", orjson.dumps(request), None)
+        body: dict[str, Any] = orjson.loads(reply.data)
+        error = body.get("error")
+        if error:
+            if error.get("err_code") == _NO_MESSAGE_FOUND:
+                return None
+            raise JetStreamRefused(
+                endpoint, str(error.get("description")), int(error.get("err_code", 0))
             )
-        return _stored(reply)
+        message = body["message"]
+        return StoredMessage(
+            subject=message["subject"],
+            data=base64.b64decode(message.get("data") or ""),
+            position=int(message["seq"]),
+            time=_nanosecond_time(message.get("time")),
+        )
 
     async def _direct_get_batch(self, request: dict[str, Any]) -> list[StoredMessage]:
-        inbox = self._nc.new_inbox()
+        subject = f"{self._api}.DIRECT.GET.{self._stream}"
+        data = orjson.dumps(request)
+        subscriptions: list[Subscription] = []
         messages: list[StoredMessage] = []
+
+        async def first(wait: float) -> Msg:
+            # One replica answers a batch, in order, on the request's inbox; each attempt has
+            # its own inbox, so a late answer to an earlier one never mixes in.
+            inbox = self._nc.new_inbox()
+            subscriptions.append(await self._nc.subscribe(inbox))
+            await self._nc.publish(subject, data, reply=inbox)
+            return await subscriptions[-1].next_msg(timeout=wait)
+
         try:
-            subscription = await self._nc.subscribe(inbox)
-        except _NATS_ERRORS as exc:
-            raise self._unavailable("did not answer a read", exc) from None
-        try:
-            await self._nc.publish(
-                f"{self._api}.DIRECT.GET.{self._stream}", orjson.dumps(request), reply=inbox
-            )
+            msg = await self._read_attempts(subject, first)
             while True:
-                msg = await subscription.next_msg(timeout=self._timeout)
                 status = msg.headers.get("Status") if msg.headers else None
                 if status in {"204", "404"}:  # end of batch / nothing there
                     return messages
@@ -324,11 +351,13 @@ class JetStreamLog:
                         f"{msg.headers.get('Description', '') if msg.headers else ''}"
                     )
                 messages.append(_stored(msg))
+                msg = await subscriptions[-1].next_msg(timeout=self._timeout)
         except _NATS_ERRORS as exc:
             raise self._unavailable("did not answer a read", exc) from None
         finally:
-            with contextlib.suppress(*_NATS_ERRORS):  # a closed connection has no subscription
-                await subscription.unsubscribe()
+            for subscription in subscriptions:
+                with contextlib.suppress(*_NATS_ERRORS):  # a closed connection has none
+                    await subscription.unsubscribe()
 
     def _unavailable(self, what: str, exc: BaseException) -> LogUnavailable:
         return LogUnavailable(
@@ -337,6 +366,34 @@ class JetStreamLog:
         )
 
     # -- plumbing ----------------------------------------------------------------------------
+    async def _read_attempts(self, subject: str, attempt: Callable[[float], Awaitable[Msg]]) -> Msg:
+        """`attempt(wait)` sends a read and waits up to `wait` for its answer: sent again
+        after each timeout, waiting longer each time, until the log's timeout is spent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        wait = _READ_ATTEMPT_S
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await attempt(min(wait, remaining))
+            except NoRespondersError:
+                raise LogUnavailable(
+                    f"no JetStream stream answers on {subject!r}: the stream {self._stream} is "
+                    "missing or JetStream is disabled on the server"
+                ) from None
+            except (TimeoutError, NatsTimeoutError):
+                if remaining <= wait:
+                    raise LogUnavailable(
+                        f"the event log (stream {self._stream}) did not answer on {subject!r}: "
+                        "TimeoutError; check that nats-server is up"
+                    ) from None
+            except _NATS_ERRORS as exc:
+                raise LogUnavailable(
+                    f"the event log (stream {self._stream}) did not answer on {subject!r}: "
+                    f"{type(exc).__name__}; check that nats-server is up"
+                ) from None
+            wait *= 2
+
     async def _request(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Msg:
         try:
             return await self._nc.request(subject, data, timeout=self._timeout, headers=headers)
@@ -411,17 +468,11 @@ def _delivered(msg: Msg) -> StoredMessage:
 
 def _stored(msg: Msg) -> StoredMessage:
     headers = msg.headers or {}
-    stamp = headers.get("Nats-Time-Stamp")
-    time: datetime | None = None
-    if stamp:
-        # nanosecond precision; datetime keeps microseconds
-        head, _, frac = stamp.rstrip("Z").partition(".")
-        time = parse_datetime(f"{head}.{(frac + '000000')[:6]}Z" if frac else f"{head}Z")
     return StoredMessage(
         subject=headers.get("Nats-Subject", ""),
         data=msg.data,
         position=int(headers.get("Nats-Sequence", "0")),
-        time=time,
+        time=_nanosecond_time(headers.get("Nats-Time-Stamp")),
     )
 
 
@@ -440,3 +491,11 @@ async def open_log(
         yield JetStreamLog(nc, subjects, stream, timeout_s)
     finally:
         await nc.close()
+
+
+def _nanosecond_time(stamp: str | None) -> datetime | None:
+    """JetStream's time of a message (nanosecond precision; datetime keeps microseconds)."""
+    if not stamp:
+        return None
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return parse_datetime(f"{head}.{(frac + '000000')[:6]}Z" if frac else f"{head}Z")

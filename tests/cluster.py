@@ -12,6 +12,8 @@ service.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -32,12 +34,14 @@ __all__ = ["NatsCluster"]
 class NatsCluster:
     """`size` nats-server nodes named `n0`, `n1`, ... in one cluster; none runs until started."""
 
-    def __init__(self, base_dir: Path, size: int = 3) -> None:
+    def __init__(self, base_dir: Path, size: int = 3, *, sync_interval: str | None = None) -> None:
+        """`sync_interval` is JetStream's (e.g. "always": fsync before every ack, as the
+        embedded server and a careful deployment run); None leaves nats-server's default."""
         self.name = f"c{uuid.uuid4().hex[:8]}"
-        # The fsync per write of the recipe's default costs a lot with three replicas on a
-        # shared 2-core machine; replication is the durability that matters here.
+        # By default no fsync per write: it costs a lot with three replicas on a shared 2-core
+        # machine, and replication is the durability most tests are about.
         self.nodes: list[EmbeddedNats] = cluster_nodes(
-            base_dir, size, self.name, sync_interval=None
+            base_dir, size, self.name, sync_interval=sync_interval
         )
 
     # -- addresses -------------------------------------------------------------------------
@@ -73,6 +77,18 @@ class NatsCluster:
         """SIGKILL, as a crashed machine would."""
         for index in indexes or range(len(self.nodes)):
             await asyncio.to_thread(self.nodes[index].kill)
+
+    def pause(self, index: int) -> None:
+        """SIGSTOP: the node hangs (a stalled VM or a long GC pause) with its sockets open."""
+        pid = self.nodes[index].pid
+        assert pid is not None, f"node n{index} is not running"
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        """SIGCONT after `pause`."""
+        pid = self.nodes[index].pid
+        assert pid is not None, f"node n{index} is not running"
+        os.kill(pid, signal.SIGCONT)
 
     async def wait_for_jetstream(self, replicas: int, timeout_s: float = 30.0) -> None:
         """Until a stream of `replicas` replicas can be placed: the JetStream meta group has a
