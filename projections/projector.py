@@ -22,11 +22,10 @@ from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
 from events.model import RecordedEvent, decode_event
-from projections.checkpoint_notify import notify_checkpoint
+from projections.dialect import dialect_of
 from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
 from projections.tables import CHECKPOINT_PROJECTION, LIVE, ReadModelTables, checkpoint
-from projections.write_lock import take_write_lock
 
 __all__ = ["Projector", "apply_batch", "apply_messages", "lock_checkpoint", "move_checkpoint"]
 
@@ -259,10 +258,10 @@ async def lock_checkpoint(conn: AsyncConnection) -> int:
     """The live checkpoint, read under the lock that serialises every writer of the live
     model, held until the caller's transaction ends: the row lock on PostgreSQL, SQLite's one
     write lock (taken first, by `BEGIN IMMEDIATE`; see projections/write_lock.py)."""
-    await take_write_lock(conn)
+    dialect = dialect_of(conn)
+    await dialect.lock_writers(conn)
     query = select(checkpoint.c.position).where(checkpoint.c.projection == CHECKPOINT_PROJECTION)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = dialect.locked_checkpoint(query)
     value = (await conn.execute(query)).scalar_one_or_none()
     return int(value) if value is not None else 0
 
@@ -270,8 +269,7 @@ async def lock_checkpoint(conn: AsyncConnection) -> int:
 async def move_checkpoint(conn: AsyncConnection, position: int) -> None:
     """Record `position` as applied, inside the caller's transaction; on PostgreSQL also tell
     the instances following this model (delivered on commit: projections/checkpoint_notify.py)."""
-    if conn.dialect.name == "postgresql":
-        await notify_checkpoint(conn, position)
+    await dialect_of(conn).checkpoint_moved(conn, position)
     result = await conn.execute(
         update(checkpoint)
         .where(checkpoint.c.projection == CHECKPOINT_PROJECTION)

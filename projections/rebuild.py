@@ -26,29 +26,28 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, insert, select, text
+from sqlalchemy import MetaData, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
+from projections.dialect import dialect_of
 from projections.projector import apply_messages, lock_checkpoint, move_checkpoint
 from projections.store import create_schema
 from projections.tables import (
     CHECKPOINT_PROJECTION,
-    LIVE,
+    RETIRED_PREFIX,
     ReadModelTables,
     checkpoint,
     read_model_tables,
 )
-from projections.write_lock import take_write_lock
 
 __all__ = ["RebuildReport", "Stage", "rebuild_online"]
 
 log = logging.getLogger(__name__)
 
 BUILD_PREFIX = "rebuild_"
-RETIRED_PREFIX = "retired_"
 # Messages per build transaction: big enough for executemany to pay, small enough that the
 # live projector (which needs SQLite's one write lock too, and gets it next: see
 # projections/write_lock.py) waits for at most one of them.
@@ -162,7 +161,7 @@ async def _build(
                 async with engine.begin() as conn:
                     # Through the turnstile (projections/write_lock.py): a live projector
                     # batch waiting for the lock goes first, even from another process.
-                    await take_write_lock(conn)
+                    await dialect_of(conn).lock_writers(conn)
                     await _apply(conn, subjects, batch, building, tally)
                 position, last_page = batch[-1].position, len(batch)
                 if progress is not None:
@@ -196,10 +195,7 @@ async def _swap(
             f"{live}: the log's end went backwards (was the stream purged or replaced?); "
             "nothing was swapped"
         )
-    if conn.dialect.name == "postgresql":
-        await _swap_postgresql(conn, building)
-    else:
-        await _swap_sqlite(conn, building)
+    await dialect_of(conn).swap_in(conn, building)
     await move_checkpoint(conn, position)
     if stage is not None:
         await stage("swapping")  # still inside the transaction: a failure here rolls back all
@@ -207,64 +203,6 @@ async def _swap(
         "swapped in the rebuilt read model at log position %d (live was at %d)", position, live
     )
     return position
-
-
-async def _swap_sqlite(conn: AsyncConnection, building: ReadModelTables) -> None:
-    # Renaming a parent rewrites its children's foreign keys to the new name, so each set
-    # stays consistent through the renames. The retired tables are dropped after commit: with
-    # foreign keys on, SQLite deletes every row of a dropped table, which is not "short".
-    for table in LIVE.tables:
-        await conn.execute(
-            text(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED_PREFIX}{table.name}"')
-        )
-    for table in building.tables:
-        await conn.execute(
-            text(f'ALTER TABLE "{table.name}" RENAME TO "{building.canonical(table)}"')
-        )
-
-
-async def _swap_postgresql(conn: AsyncConnection, building: ReadModelTables) -> None:
-    # `flow` first: every query locks it before any other read-model table, so taking it first
-    # cannot deadlock with a query; the rest follow in the same order.
-    names = ", ".join(f'"{table.name}"' for table in LIVE.tables)
-    await conn.execute(text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
-    # Dropping is a catalog change on PostgreSQL (files go at commit): do it here, which frees
-    # the live index names for the new set's indexes.
-    for table in reversed(LIVE.tables):
-        await conn.execute(text(f'DROP TABLE "{table.name}"'))
-    for table in building.tables:
-        live_name = building.canonical(table)
-        await conn.execute(text(f'ALTER TABLE "{table.name}" RENAME TO "{live_name}"'))
-        for listing, rename in _POSTGRESQL_NAMED:
-            found = (await conn.execute(text(listing), {"table": live_name})).scalars().all()
-            for name in found:
-                renamed = _canonical_name(building, name)
-                if renamed != name:
-                    statement = rename.format(table=live_name, old=name, new=renamed)
-                    await conn.execute(text(statement))
-
-
-# What a rebuilt table brings with build-time names on PostgreSQL, and how to rename it:
-# its indexes (the primary key's too; they share the table namespace) and foreign keys.
-_POSTGRESQL_NAMED = (
-    (
-        "SELECT indexname FROM pg_indexes "
-        "WHERE schemaname = current_schema() AND tablename = :table",
-        'ALTER INDEX "{old}" RENAME TO "{new}"',
-    ),
-    (
-        "SELECT conname FROM pg_constraint "
-        "WHERE conrelid = CAST(:table AS regclass) AND contype = 'f'",
-        'ALTER TABLE "{table}" RENAME CONSTRAINT "{old}" TO "{new}"',
-    ),
-)
-
-
-def _canonical_name(building: ReadModelTables, name: str) -> str:
-    """`rb1234abcd_uq_flow__name` -> `uq_flow__name`; `rebuild_flow_pkey` -> `flow_pkey`."""
-    if name.startswith(building.index_prefix):
-        return building.canonical_index(name)
-    return name.removeprefix(building.prefix)
 
 
 async def _ensure_checkpoint_row(engine: AsyncEngine) -> None:

@@ -94,6 +94,10 @@ _NAME = Text().with_variant(Text(collation="C"), "postgresql")
 _ID = String(36)  # canonical lower-case UUID text, the same on both backends
 
 
+# The live tables renamed out of the way by a rebuild's swap, dropped after its commit.
+RETIRED_PREFIX = "retired_"
+
+
 @dataclass(frozen=True, slots=True)
 class ReadModelTables:
     """One complete set of the read model's tables (everything the projector writes).
@@ -135,6 +139,13 @@ class ReadModelTables:
 
     def canonical_index(self, name: str) -> str:
         return name.removeprefix(self.index_prefix)
+
+    def canonical_name(self, name: str) -> str:
+        """Any name this set gave a table, index or constraint, as the live set has it:
+        `rb1234abcd_uq_flow__name` -> `uq_flow__name`; `rebuild_flow_pkey` -> `flow_pkey`."""
+        if name.startswith(self.index_prefix):
+            return self.canonical_index(name)
+        return name.removeprefix(self.prefix)
 
 
 def read_model_tables(

@@ -49,14 +49,13 @@ TURNSTILE_SUFFIX = "-turnstile"
 
 
 async def take_write_lock(conn: AsyncConnection) -> None:
-    """Make the caller's transaction hold SQLite's write lock from here to its end.
+    """Make the caller's transaction hold SQLite's write lock from here to its end (SQLite
+    only: projections/dialect.py calls it for SQLite models).
 
     Call it first in an `engine.begin()` block. A transaction the sqlite3 module has already
     begun (it has written) holds the lock already. Waits at most the connection's busy timeout
     once through the turnstile.
     """
-    if conn.dialect.name != "sqlite":
-        return
     driver = (await conn.get_raw_connection()).driver_connection
     if driver is not None and driver.in_transaction:
         return

@@ -19,6 +19,7 @@ from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog, open_log
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
+from projections.dialect import dialect_named, dialect_of
 from projections.leadership import ProjectorLeadership
 from projections.log_end import LogEnd
 from projections.position_watcher import PositionWatcher
@@ -42,7 +43,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    engine = create_async_engine(
+        url, **dialect_named(make_url(url).get_backend_name()).engine_options()
+    )
     configure_engine(engine)
     return engine
 
@@ -118,7 +121,7 @@ class Service:
                 cache_size=settings.as_of_cached_models,
             ),
         )
-        if self.engine.dialect.name == "postgresql":
+        if dialect_of(self.engine).shared_by_instances:
             # A shared model: one instance projects at a time, the others follow its checkpoint.
             self._leadership = ProjectorLeadership(
                 self.engine,

@@ -17,6 +17,7 @@ from events.contract.commands import Command, CreateFlow, DeleteFlows, UpdateFlo
 from events.contract.queries import parse_bulk_delete_request, refuse_unstorable_text
 from events.contract.replies import Reply, json_reply
 from projections import queries
+from projections.dialect import dialect_of
 from services.failures import failure_reply
 from services.started import Started
 from services.waiting import Handler
@@ -74,6 +75,8 @@ def _answered(parts: Started | None) -> int | None:
 
 def _refuse_unstorable_text(parts: Started, body: Any, command: Command) -> None:
     if isinstance(command, CreateFlow):
-        refuse_unstorable_text(parts.engine.dialect.name, body, command.name, command.tags)
+        refuse_unstorable_text(
+            dialect_of(parts.engine).stores_nul, body, command.name, command.tags
+        )
     elif isinstance(command, UpdateFlow):
-        refuse_unstorable_text(parts.engine.dialect.name, body, None, command.tags)
+        refuse_unstorable_text(dialect_of(parts.engine).stores_nul, body, None, command.tags)

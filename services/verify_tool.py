@@ -22,12 +22,13 @@ from typing import TextIO
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.contract.errors import LogUnavailable
 from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog
 from events.log import StoredMessage
+from projections.dialect import dialect_of
 from projections.projector import apply_batch
 from projections.scratch import scratch_model
 from projections.store import read_checkpoint
@@ -106,7 +107,7 @@ async def _read_live_model(
         )
         return None
     async with read_model(settings) as engine, engine.connect() as conn:
-        await _one_moment(conn)
+        await dialect_of(conn).read_one_moment(conn)
         if not await conn.run_sync(lambda sync: inspect(sync).has_table(checkpoint.name)):
             report.findings.append(
                 Finding(
@@ -124,16 +125,6 @@ async def _read_live_model(
 
 def _sqlite_file_missing(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
-
-
-async def _one_moment(conn: AsyncConnection) -> None:
-    """Make every following read of this connection, until rollback, see one moment."""
-    if conn.dialect.name == "sqlite":
-        # pysqlite opens a transaction only before a write, so each SELECT would see its own
-        # moment; an explicit BEGIN makes all of them read one WAL snapshot.
-        await conn.exec_driver_sql("BEGIN")
-    else:
-        await conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 async def _walk(

@@ -264,14 +264,13 @@ def parse_read_by_name_request(body: Any) -> str:
 
 
 def refuse_unstorable_text(
-    dialect: str, body: Any, name: str | None, tags: Sequence[str] | None
+    stores_nul: bool, body: Any, name: str | None, tags: Sequence[str] | None
 ) -> None:
-    """On PostgreSQL, refuse a name or tag holding U+0000: its `text` cannot store one, and an
-    event the projector cannot write would stall the read model for every later event.
-
-    Prefect on SQLite stores them (the SQLite read model does too); Prefect on PostgreSQL fails.
-    """
-    if dialect != "postgresql":
+    """Where the read model cannot store U+0000 (PostgreSQL's `text`), refuse a name or tag
+    holding one: an event the projector cannot write would stall the read model for every later
+    event. Prefect on SQLite stores them (the SQLite read model does too); Prefect on PostgreSQL
+    fails."""
+    if stores_nul:
         return
     fields: list[tuple[list[str | int], str]] = [] if name is None else [(["name"], name)]
     fields += [(["tags", index], tag) for index, tag in enumerate(tags or ())]
