@@ -19,6 +19,7 @@ from faststream import FastStream
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from events.contract.audit import EventsRequest, HistoryRequest, StatsRequest
 from events.contract.commands import CreateFlow, DeleteFlow, FlowId, UpdateFlow
 from events.contract.filters import (
     DeploymentFilter,
@@ -28,10 +29,8 @@ from events.contract.filters import (
     TaskRunFilter,
     WorkPoolFilter,
 )
-from services.audit_reader import EventsRequest, HistoryRequest
 from services.discovery import SERVICE_NAME, service_version
 from services.settings import Settings
-from services.stats import StatsRequest
 
 __all__ = ["describe_request", "document", "print_document", "render"]
 

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from events.contract.bodies import validate_body
-from events.contract.commands import FlowId
+from events.contract.audit import EventsRequest, HistoryRequest
 from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
-from events.model import EventType, decode_event
+from events.model import decode_event
 
-__all__ = ["AuditReader", "EventsRequest", "HistoryRequest", "recorded_json"]
+__all__ = ["AuditReader", "recorded_json"]
 
 log = logging.getLogger(__name__)
-
-
-class HistoryRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    id: FlowId
-
-
-class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    after: Annotated[int, Field(ge=0)] = 0
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100
-    flow_id: FlowId | None = None
-    types: list[EventType] | None = None
 
 
 class AuditReader:
@@ -38,13 +22,11 @@ class AuditReader:
         self._log = event_log
         self._subjects = subjects
 
-    async def history(self, body: Any) -> list[dict[str, Any]]:
-        request: HistoryRequest = validate_body(HistoryRequest, body)
+    async def history(self, request: HistoryRequest) -> list[dict[str, Any]]:
         pages = self._log.pages(0, subject_filter=self._subjects.event(request.id))
         return [recorded_json(message) async for page in pages for message in page]
 
-    async def events(self, body: Any) -> list[dict[str, Any]]:
-        request: EventsRequest = validate_body(EventsRequest, body)
+    async def events(self, request: EventsRequest) -> list[dict[str, Any]]:
         subject = (
             self._subjects.event(request.flow_id) if request.flow_id else self._subjects.all_events
         )

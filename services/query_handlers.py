@@ -73,13 +73,19 @@ class QueryHandlers:
 
         return handle
 
-    def audit(self, answer: Callable[[AuditReader, Any], Awaitable[Any]]) -> Handler:
-        """The handler of an audit request: `answer` reads the log (services/audit_reader.py)."""
+    def audit(
+        self,
+        parse: Callable[[Any], RequestT],
+        answer: Callable[[AuditReader, RequestT], Awaitable[Any]],
+    ) -> Handler:
+        """The handler of an audit request: `parse` reads the body, `answer` the log
+        (services/audit_reader.py)."""
 
         async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply:
             try:
                 reader = self._started().audit
-                return json_reply(200, await answer(reader, load_json_body(payload)))
+                request = parse(load_json_body(payload))
+                return json_reply(200, await answer(reader, request))
             except Exception as error:
                 return failure_reply(error, "audit")
 

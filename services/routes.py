@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from events.contract.audit import parse_events, parse_history
 from events.contract.commands import parse_create, parse_delete, parse_update
 from events.contract.queries import parse_count_request as parse_count
 from events.contract.queries import parse_filter_request as parse_filter
@@ -58,7 +59,7 @@ def route_table(
         Route("query.filter", queries.query(filtered, answers.filter)),
         Route("query.count", queries.query(parse_count, answers.count)),
         Route("query.paginate", queries.query(paged, answers.paginate)),
-        Route("audit.history", queries.audit(AuditReader.history)),
-        Route("audit.events", queries.audit(AuditReader.events)),
+        Route("audit.history", queries.audit(parse_history, AuditReader.history)),
+        Route("audit.events", queries.audit(parse_events, AuditReader.events)),
         Route("audit.stats", health.stats),
     )

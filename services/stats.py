@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from events.contract.bodies import load_json_body, validate_body
+from events.contract.audit import parse_stats
+from events.contract.bodies import load_json_body
 from events.contract.errors import LogUnavailable
 from events.contract.replies import Reply, json_reply
 from projections.model_health import read_projection_health
@@ -22,15 +21,9 @@ from services.bootstrap import Service
 from services.failures import failure_reply
 from services.reply_policy import RefusedReplies
 
-__all__ = ["HealthReporter", "StatsRequest"]
+__all__ = ["HealthReporter"]
 
 log = logging.getLogger(__name__)
-
-
-class StatsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # How many parked messages to list (the count is always exact).
-    parked_limit: Annotated[int, Field(ge=0, le=1000)] = 100
 
 
 class HealthReporter:
@@ -46,7 +39,7 @@ class HealthReporter:
 
     async def stats(self, payload: bytes, headers: Mapping[str, str]) -> Reply:
         try:
-            request: StatsRequest = validate_body(StatsRequest, load_json_body(payload))
+            request = parse_stats(load_json_body(payload))
             return json_reply(200, await self.report(request.parked_limit))
         except Exception as error:
             return failure_reply(error, "stats request")
