@@ -360,9 +360,16 @@ class JetStreamLog:
                     await subscription.unsubscribe()
 
     def _unavailable(self, what: str, exc: BaseException) -> LogUnavailable:
+        """NATS did not answer (the message names the exception: TimeoutError, ...)."""
         return LogUnavailable(
             f"the event log (stream {self._stream}) {what}: {type(exc).__name__}; "
             "check that nats-server is up"
+        )
+
+    def _no_stream(self, subject: str) -> LogUnavailable:
+        return LogUnavailable(
+            f"no JetStream stream answers on {subject!r}: the stream {self._stream} is "
+            "missing or JetStream is disabled on the server"
         )
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -377,36 +384,21 @@ class JetStreamLog:
             try:
                 return await attempt(min(wait, remaining))
             except NoRespondersError:
-                raise LogUnavailable(
-                    f"no JetStream stream answers on {subject!r}: the stream {self._stream} is "
-                    "missing or JetStream is disabled on the server"
-                ) from None
-            except (TimeoutError, NatsTimeoutError):
+                raise self._no_stream(subject) from None
+            except (TimeoutError, NatsTimeoutError) as exc:
                 if remaining <= wait:
-                    raise LogUnavailable(
-                        f"the event log (stream {self._stream}) did not answer on {subject!r}: "
-                        "TimeoutError; check that nats-server is up"
-                    ) from None
+                    raise self._unavailable(f"did not answer on {subject!r}", exc) from None
             except _NATS_ERRORS as exc:
-                raise LogUnavailable(
-                    f"the event log (stream {self._stream}) did not answer on {subject!r}: "
-                    f"{type(exc).__name__}; check that nats-server is up"
-                ) from None
+                raise self._unavailable(f"did not answer on {subject!r}", exc) from None
             wait *= 2
 
     async def _request(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Msg:
         try:
             return await self._nc.request(subject, data, timeout=self._timeout, headers=headers)
         except NoRespondersError:
-            raise LogUnavailable(
-                f"no JetStream stream answers on {subject!r}: the stream {self._stream} is "
-                "missing or JetStream is disabled on the server"
-            ) from None
+            raise self._no_stream(subject) from None
         except _NATS_ERRORS as exc:
-            raise LogUnavailable(
-                f"the event log (stream {self._stream}) did not answer on {subject!r}: "
-                f"{type(exc).__name__}; check that nats-server is up"
-            ) from None
+            raise self._unavailable(f"did not answer on {subject!r}", exc) from None
 
     async def _api_request(
         self, endpoint: str, data: bytes, *, allow_missing: bool = False

@@ -175,18 +175,26 @@ def _limit(body: dict[str, Any], max_limit: int) -> tuple[int, list[dict[str, An
     return limit, []
 
 
+def _limited(body: Any, position: _Param, max_limit: int) -> tuple[int, dict[str, Any]]:
+    """The body of a listing (filter: `offset`; paginate: `page`): its limit and its values,
+    with Prefect's errors in Prefect's order (the limit's first, then the body's in field
+    order), all of them in one 422."""
+    params = (position, *_FILTERS, _SORT)
+    data = _as_object(body, (_LIMIT, *params))
+    limit, errors = _limit(data, max_limit)
+    values, more = _validate(data, params)
+    if errors or more:
+        raise InvalidRequest(errors + more, body)
+    return limit, values
+
+
 def _filters(values: dict[str, Any]) -> FlowFilters:
     return FlowFilters(**{p.name: values[p.name] for p in _FILTERS})
 
 
 def parse_filter_request(body: Any, *, max_limit: int = DEFAULT_LIMIT) -> FilterRequest:
     """`POST /flows/filter`: `{limit?, offset?, sort?, flows?, flow_runs?, ...}`."""
-    params = (_OFFSET, *_FILTERS, _SORT)
-    data = _as_object(body, (_LIMIT, *params))
-    limit, errors = _limit(data, max_limit)
-    values, more = _validate(data, params)
-    if errors or more:
-        raise InvalidRequest(errors + more, body)
+    limit, values = _limited(body, _OFFSET, max_limit)
     return FilterRequest(_filters(values), limit, values["offset"], values["sort"])
 
 
@@ -201,12 +209,7 @@ def parse_count_request(body: Any) -> CountRequest:
 
 def parse_paginate_request(body: Any, *, max_limit: int = DEFAULT_LIMIT) -> PaginateRequest:
     """`POST /flows/paginate`: `{limit?, page?, flows?, ..., sort?}`."""
-    params = (_PAGE, *_FILTERS, _SORT)
-    data = _as_object(body, (_LIMIT, *params))
-    limit, errors = _limit(data, max_limit)
-    values, more = _validate(data, params)
-    if errors or more:
-        raise InvalidRequest(errors + more, body)
+    limit, values = _limited(body, _PAGE, max_limit)
     return PaginateRequest(_filters(values), limit, values["page"], values["sort"])
 
 
