@@ -34,7 +34,7 @@ from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
 from projections.dialect import dialect_of
 from projections.projector import apply_messages, lock_checkpoint, move_checkpoint
-from projections.store import create_schema
+from projections.store import create_schema, write_schema_version
 from projections.tables import (
     CHECKPOINT_PROJECTION,
     RETIRED_PREFIX,
@@ -197,6 +197,8 @@ async def _swap(
         )
     await dialect_of(conn).swap_in(conn, building)
     await move_checkpoint(conn, position)
+    # The rebuilt tables are this code's: an older model is upgraded by the swap.
+    await write_schema_version(conn)
     if stage is not None:
         await stage("swapping")  # still inside the transaction: a failure here rolls back all
     log.info(

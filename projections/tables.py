@@ -22,6 +22,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -309,4 +310,19 @@ checkpoint = Table(
     metadata,
     Column("projection", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
+)
+
+# The version of the read model's tables (and of what the projector writes into them). An
+# instance that finds a model of another version, or of none (written before versions were
+# recorded), rebuilds it from the log before it answers queries (services/bootstrap.py): bump
+# it with every change to the tables or to what an event writes.
+SCHEMA_VERSION = 1
+
+# One row: the version of the live tables. Not part of a table set: a rebuild builds the current
+# version, and records it once swapped in.
+schema_version = Table(
+    "read_model_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
 )

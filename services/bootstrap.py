@@ -24,7 +24,9 @@ from projections.leadership import ProjectorLeadership
 from projections.log_end import LogEnd
 from projections.position_watcher import PositionWatcher
 from projections.projector import Projector
-from projections.store import configure_engine
+from projections.rebuild import rebuild_online
+from projections.store import configure_engine, read_schema_version
+from projections.tables import SCHEMA_VERSION
 from services.audit_reader import AuditReader
 from services.consistency import ReadPositions
 from services.database_readiness import create_schema_when_ready
@@ -102,6 +104,7 @@ class Service:
         await ensure_stream_when_ready(event_log, self._nc, settings)
         self.event_log = event_log
         await create_schema_when_ready(self.engine, settings)
+        await self._upgrade_read_model(event_log)
         watcher = self.watcher = PositionWatcher()
         projector = Projector(self.engine, event_log, self.subjects, watcher)
         applied = await projector.load_checkpoint()
@@ -143,6 +146,33 @@ class Service:
             log_end,
             applied,
             _safe_url(settings.resolved_database_url),
+        )
+
+    async def _upgrade_read_model(self, event_log: JetStreamLog) -> None:
+        """A model of another schema version (or of none: written before versions were
+        recorded) is rebuilt from the log before this instance answers a query, never
+        migrated by hand; one of the current version is used as it is."""
+        async with self.engine.connect() as conn:
+            found = await read_schema_version(conn)
+        if found == SCHEMA_VERSION:
+            return
+        where = _safe_url(self.settings.resolved_database_url)
+        log.warning(
+            "the read model at %s is of schema version %s and this code writes version %d: "
+            "rebuilding it from the event log before answering queries",
+            where,
+            "none (written before versions were recorded)" if found is None else found,
+            SCHEMA_VERSION,
+        )
+        report = await rebuild_online(self.engine, event_log, self.subjects)
+        log.info(
+            "rebuilt the read model at %s to schema version %d: %d log messages up to position "
+            "%d in %.1fs",
+            where,
+            SCHEMA_VERSION,
+            report.messages,
+            report.position,
+            report.elapsed_s,
         )
 
     def started(self) -> Started:
