@@ -19,6 +19,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks.synthetic import tags_of
+from events.model import flow_document_bytes
 from events.timefmt import utcnow
 from projections.projector import move_checkpoint
 from projections.store import configure_engine, create_schema
@@ -68,12 +69,14 @@ class ReadModelSeeder:
 
 
 def _flow_row(index: int, occurred: datetime) -> dict[str, Any]:
+    flow_id, name, tags = str(uuid.UUID(int=index + 1)), f"seed-{index:07d}", tags_of(index)
     return {
-        "id": str(uuid.UUID(int=index + 1)),
-        "name": f"seed-{index:07d}",
-        "tags": tags_of(index),
+        "id": flow_id,
+        "name": name,
+        "tags": tags,
         "labels": None,
         "created": occurred,
         "updated": occurred,
         "version": index + 1,
+        "document": flow_document_bytes(flow_id, occurred, occurred, name, tags, None),
     }

@@ -1,49 +1,52 @@
-"""The queries' answers, as Prefect's JSON bodies: one function per query subject, each taking
-an open connection to a read model (the live one or an as-of one) and a parsed request."""
+"""The queries' answers, as the bytes a reply carries (Prefect's JSON): one function per query
+subject, each taking an open connection to a read model (the live one or an as-of one) and a
+parsed request. Flows are answered with the documents the projector stored with them
+(`flow.document`), so no row becomes a Python object on the way out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import math
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from events import jsoncodec
 from events.contract.errors import FlowNotFound
 from events.contract.queries import CountRequest, FilterRequest, PaginateRequest
-from events.model import flow_document
 from projections import queries
 
 __all__ = ["count", "filter", "paginate", "read", "read_by_name"]
 
 
-async def read(conn: AsyncConnection, flow_id: str) -> dict[str, Any]:
-    return _found(await queries.read_flow(conn, flow_id))
+async def read(conn: AsyncConnection, flow_id: str) -> bytes:
+    return _found(await queries.read_document(conn, flow_id))
 
 
-async def read_by_name(conn: AsyncConnection, name: str) -> dict[str, Any]:
-    return _found(await queries.read_flow_by_name(conn, name))
+async def read_by_name(conn: AsyncConnection, name: str) -> bytes:
+    return _found(await queries.read_document_by_name(conn, name))
 
 
-async def filter(conn: AsyncConnection, request: FilterRequest) -> list[dict[str, Any]]:
-    return [_document(row) for row in await queries.filter_flows(conn, request)]
+async def filter(conn: AsyncConnection, request: FilterRequest) -> bytes:
+    return _array(await queries.filter_documents(conn, request))
 
 
-async def count(conn: AsyncConnection, request: CountRequest) -> int:
-    return await queries.count_flows(conn, request)
+async def count(conn: AsyncConnection, request: CountRequest) -> bytes:
+    return jsoncodec.dumps(await queries.count_flows(conn, request))
 
 
-async def paginate(conn: AsyncConnection, request: PaginateRequest) -> dict[str, Any]:
-    page = await queries.paginate_flows(conn, request)
-    return {**page, "results": [_document(row) for row in page["results"]]}
+async def paginate(conn: AsyncConnection, request: PaginateRequest) -> bytes:
+    """Prefect's page: `{results, count, limit, pages, page}`; `pages` is 0 when `limit` is."""
+    documents, total = await queries.paginate_documents(conn, request)
+    pages = math.ceil(total / request.limit) if request.limit else 0
+    rest = {"count": total, "limit": request.limit, "pages": pages, "page": request.page}
+    # `{"results":[...],` then the rest of the object, exactly as one dumps would write it.
+    return b'{"results":' + _array(documents) + b"," + jsoncodec.dumps(rest)[1:]
 
 
-def _found(row: Mapping[str, Any] | None) -> dict[str, Any]:
-    if row is None:
+def _found(document: bytes | None) -> bytes:
+    if document is None:
         raise FlowNotFound()
-    return _document(row)
+    return document
 
 
-def _document(row: Mapping[str, Any]) -> dict[str, Any]:
-    return flow_document(
-        str(row["id"]), row["created"], row["updated"], row["name"], row["tags"], row["labels"]
-    )
+def _array(documents: list[bytes]) -> bytes:
+    return b"[" + b",".join(documents) + b"]"

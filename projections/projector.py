@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
-from events.model import RecordedEvent, decode_event
+from events.model import RecordedEvent, decode_event, flow_document_bytes
 from projections.dialect import dialect_of
 from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
@@ -172,24 +172,27 @@ async def _created(
     conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
 ) -> None:
     rows = []
-    tags: list[dict[str, Any]] = []
+    tag_rows: list[dict[str, Any]] = []
     for recorded in group:
         event = recorded.event
+        name, tags, labels = event.data["name"], event.data["tags"], event.data.get("labels")
+        when = event.occurred
         rows.append(
             {
                 "id": event.flow_id,
-                "name": event.data["name"],
-                "tags": event.data["tags"],
-                "labels": event.data.get("labels"),
-                "created": event.occurred,
-                "updated": event.occurred,
+                "name": name,
+                "tags": tags,
+                "labels": labels,
+                "created": when,
+                "updated": when,
                 "version": recorded.position,
+                "document": flow_document_bytes(event.flow_id, when, when, name, tags, labels),
             }
         )
-        tags.extend(_tag_rows(event.flow_id, event.data["tags"]))
+        tag_rows.extend(_tag_rows(event.flow_id, tags))
     await conn.execute(insert(tables.flow), rows)
-    if tags:
-        await conn.execute(insert(tables.flow_tag), tags)
+    if tag_rows:
+        await conn.execute(insert(tables.flow_tag), tag_rows)
 
 
 async def _updated(
@@ -205,16 +208,22 @@ async def _updated(
         values["b_version"] = recorded.position
         if "tags" in event.data:
             values["b_tags"] = event.data["tags"]
-    existing = set(
-        (await conn.execute(select(flow.c.id).where(flow.c.id.in_(list(latest))))).scalars()
-    )
-    for missing in latest.keys() - existing:
+    # What the flows' documents keep from before: the update changes `updated` and maybe tags.
+    kept = select(flow.c.id, flow.c.name, flow.c.tags, flow.c.labels, flow.c.created)
+    existing = {row.id: row for row in await conn.execute(kept.where(flow.c.id.in_(list(latest))))}
+    for missing in latest.keys() - existing.keys():
         log.warning(
             "FlowUpdated names flow %s, which the read model does not hold (positions %d..%d)",
             missing,
             group[0].position,
             group[-1].position,
         )
+    for flow_id, values in latest.items():
+        if (row := existing.get(flow_id)) is not None:
+            tags = values.get("b_tags", row.tags)
+            values["b_document"] = flow_document_bytes(
+                flow_id, row.created, values["b_updated"], row.name, tags, row.labels
+            )
     plain = [v for fid, v in latest.items() if fid in existing and "b_tags" not in v]
     tagged = [v for fid, v in latest.items() if fid in existing and "b_tags" in v]
     # Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
@@ -222,6 +231,7 @@ async def _updated(
     touch = touch.values(
         updated=bindparam("b_updated", type_=flow.c.updated.type),
         version=bindparam("b_version", type_=flow.c.version.type),
+        document=bindparam("b_document", type_=flow.c.document.type),
     )
     if plain:
         await conn.execute(touch, plain)

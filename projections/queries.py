@@ -80,6 +80,48 @@ async def read_flow(conn: AsyncConnection, flow_id: str | uuid.UUID) -> dict[str
     return None if row is None else _flow(row)
 
 
+async def read_document(conn: AsyncConnection, flow_id: str) -> bytes | None:
+    """The reply bytes of the flow with this id (any UUID spelling), or `None`."""
+    canonical = _canonical_id(flow_id)
+    if canonical is None:
+        return None
+    return await _one_document(conn, flow.c.id == canonical)
+
+
+async def read_document_by_name(conn: AsyncConnection, name: str) -> bytes | None:
+    """The reply bytes of the flow with exactly this name, or `None`."""
+    return await _one_document(conn, flow.c.name == name)
+
+
+async def _one_document(conn: AsyncConnection, where: Any) -> bytes | None:
+    document = (await conn.execute(select(flow.c.document).where(where))).scalar_one_or_none()
+    return None if document is None else bytes(document)
+
+
+async def filter_documents(conn: AsyncConnection, request: FilterRequest) -> list[bytes]:
+    """`POST /flows/filter` as the flows' reply bytes, in the answer's order."""
+    return await _read_documents(conn, request.filters, request.sort, request.limit, request.offset)
+
+
+async def paginate_documents(
+    conn: AsyncConnection, request: PaginateRequest
+) -> tuple[list[bytes], int]:
+    """`POST /flows/paginate`: one page of reply bytes, and how many flows match in all."""
+    documents = await _read_documents(
+        conn, request.filters, request.sort, request.limit, request.offset
+    )
+    return documents, await count_flows(conn, request)
+
+
+async def _read_documents(
+    conn: AsyncConnection, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
+) -> list[bytes]:
+    if limit == 0 or offset > _MAX_OFFSET:
+        return []
+    query = _flows_query(conn, filters, sort, limit, offset).with_only_columns(flow.c.document)
+    return [bytes(document) for document in (await conn.execute(query)).scalars()]
+
+
 async def read_flow_by_name(conn: AsyncConnection, name: str) -> dict[str, Any] | None:
     """The flow with exactly this name (case-sensitive, untrimmed), or `None`."""
     row = (await conn.execute(select(*_COLUMNS).where(flow.c.name == name))).first()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -169,6 +170,10 @@ def read_model_tables(
         Column("updated", UTCDateTime(), nullable=False),
         # Log position of the flow's latest event.
         Column("version", BigInteger, nullable=False),
+        # The flow as a reply carries it: Prefect's JSON, written by the projector from the
+        # events only (so a rebuild reproduces it byte for byte and `flows verify` compares
+        # it). Reads answer with these bytes as they are.
+        Column("document", LargeBinary(), nullable=False),
         Index(f"{ix}uq_flow__name", "name", unique=True),
         Index(f"{ix}ix_flow__created", "created"),
         Index(f"{ix}ix_flow__updated", "updated"),
@@ -316,7 +321,7 @@ checkpoint = Table(
 # instance that finds a model of another version, or of none (written before versions were
 # recorded), rebuilds it from the log before it answers queries (services/bootstrap.py): bump
 # it with every change to the tables or to what an event writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: flow.document, the reply bytes of each flow
 
 # One row: the version of the live tables. Not part of a table set: a rebuild builds the current
 # version, and records it once swapped in.

@@ -29,7 +29,8 @@ __all__ = ["QueryHandlers"]
 RequestT = TypeVar("RequestT")
 # Reads one model: the live one, or one as of a point in the log.
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
-Answer = Callable[[AsyncConnection, RequestT], Awaitable[Any]]
+# A query's answer: the reply's body, already JSON (projections/answers.py).
+Answer = Callable[[AsyncConnection, RequestT], Awaitable[bytes]]
 
 
 class QueryHandlers:
@@ -43,7 +44,7 @@ class QueryHandlers:
             async with connect() as conn:
                 # An as-of answer says which position it was answered as of (a time resolves
                 # to one).
-                return json_reply(200, await answer(conn, request), as_of)
+                return Reply(200, await answer(conn, request), as_of)
 
         async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply | Deferred:
             try:

@@ -32,6 +32,7 @@ from events.contract.queries import (
     parse_filter_request,
     parse_paginate_request,
 )
+from events.model import flow_document_bytes
 from projections.filter_sql import flows_where
 from projections.queries import (
     count_flows,
@@ -140,8 +141,10 @@ class Seed:
             "updated": updated or created,
             "version": len(self.rows.get("flow", ())) + 1,
         }
-        if flow_id is not None:
-            values["id"] = flow_id
+        values["id"] = flow_id or str(uuid.uuid4())
+        values["document"] = flow_document_bytes(
+            values["id"], created, values["updated"], name, list(tags), labels
+        )
         new_id = self._add(flow, name, **values)
         for tag in sorted(set(tags)):
             self.rows.setdefault("flow_tag", []).append({"flow_id": new_id, "tag": tag})

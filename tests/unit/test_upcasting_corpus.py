@@ -42,6 +42,8 @@ def model_json(rows: ModelRows) -> dict[str, list[dict[str, Any]]]:
     """The rows as the expected snapshot stores them (timestamps in the contract's format)."""
 
     def plain(value: Any) -> Any:
+        if isinstance(value, bytes):  # a flow's stored reply document: JSON text
+            return value.decode()
         return format_datetime(value) if isinstance(value, datetime) else value
 
     return {
