@@ -11,6 +11,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
 
 from events.contract.replies import Reply
+from events.log import EventLog
 from services.asyncapi import describe_request
 from services.bootstrap import Service
 from services.command_handlers import CommandHandlers
@@ -60,7 +61,9 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
     }
 
 
-def create_app(settings: Settings) -> FastStream:
+def create_app(settings: Settings, *, event_log: EventLog | None = None) -> FastStream:
+    """The service's app. `event_log` replaces the JetStream log, for tests that run the app
+    in-process (FastStream's TestNatsBroker on events/memory_log.py): see `Service`."""
     broker = NatsBroker(
         seed_urls(settings.nats_url),  # one URL or a cluster's seed list
         apply_types=False,
@@ -80,7 +83,7 @@ def create_app(settings: Settings) -> FastStream:
         # `broker` is bound by the time NATS calls back.
         **_connection_logging(settings, lambda: broker.connection.is_closed),
     )
-    service = Service(settings)
+    service = Service(settings, event_log)
     discovery = Discovery(settings, lambda: service.projector_role)
 
     refused = RefusedReplies()

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog, open_log
+from events.log import EventLog
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
 from projections.dialect import dialect_named, dialect_of
@@ -78,10 +79,15 @@ class Service:
     leadership), and what the route table's handlers reach through `started()`.
 
     Construction does no I/O (the engine connects lazily); `start` connects, waits for its
-    dependencies, and starts the projector; `stop` closes everything it opened."""
+    dependencies, and starts the projector; `stop` closes everything it opened.
 
-    def __init__(self, settings: Settings) -> None:
+    `event_log` is for tests that run the service in-process without NATS
+    (events/memory_log.py): given one, `start` uses it as it is, connecting to no NATS and
+    creating no stream. `flows serve` never passes one."""
+
+    def __init__(self, settings: Settings, event_log: EventLog | None = None) -> None:
         self.settings = settings
+        self._given_log = event_log
         self.subjects = Subjects(settings.subject_prefix)
         self._nc: NatsClient | None = None
         # One engine for the live model: the projector, the queries, and the health report
@@ -91,17 +97,14 @@ class Service:
         self._started: Started | None = None
         self._leadership: ProjectorLeadership | None = None
         # The parts that health and metrics read, once started.
-        self.event_log: JetStreamLog | None = None
+        self.event_log: EventLog | None = None
         self.watcher: PositionWatcher | None = None
         self.writer: FlowWriter | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        self._nc = await connect_nats(settings, "flows-service-log")
-        event_log = JetStreamLog(self._nc, self.subjects, settings.stream, settings.log_timeout_s)
-        # Both wait, up to FLOWS_STARTUP_TIMEOUT_S, for a cluster still forming or a database
-        # still starting (services/startup.py).
-        await ensure_stream_when_ready(event_log, self._nc, settings)
+        given = self._given_log
+        event_log = given if given is not None else await self._open_stream()
         self.event_log = event_log
         await create_schema_when_ready(self.engine, settings)
         await self._upgrade_read_model(event_log)
@@ -148,7 +151,17 @@ class Service:
             _safe_url(settings.resolved_database_url),
         )
 
-    async def _upgrade_read_model(self, event_log: JetStreamLog) -> None:
+    async def _open_stream(self) -> JetStreamLog:
+        """The JetStream log on a connection of its own, its stream created or checked."""
+        settings = self.settings
+        self._nc = await connect_nats(settings, "flows-service-log")
+        event_log = JetStreamLog(self._nc, self.subjects, settings.stream, settings.log_timeout_s)
+        # Both this and the schema wait, up to FLOWS_STARTUP_TIMEOUT_S, for a cluster still
+        # forming or a database still starting (services/startup.py).
+        await ensure_stream_when_ready(event_log, self._nc, settings)
+        return event_log
+
+    async def _upgrade_read_model(self, event_log: EventLog) -> None:
         """A model of another schema version (or of none: written before versions were
         recorded) is rebuilt from the log before this instance answers a query, never
         migrated by hand; one of the current version is used as it is."""

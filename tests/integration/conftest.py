@@ -1,69 +1,90 @@
 """Fixtures of the integration layer, on top of `tests/conftest.py` (nats_server, settings, nc):
-the service (with a quiescing stop), a FlowsClient and a raw caller bound to the test's service."""
+the service (with a quiescing stop), a FlowsClient and a raw caller bound to the test's service,
+on a real nats-server or, for modules marked `in_process` under `--transport=memory`, in-process
+(tests/integration/transport.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast
 
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from projections.projector import lock_checkpoint, move_checkpoint
 from services.app import create_app
 from services.bootstrap import create_engine
 from services.client import FlowsClient
 from services.settings import Settings
-from tests.integration.wire import WireReply, call
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def read_model(
-    request: pytest.FixtureRequest, settings: Settings, postgres_url: str | None
-) -> AsyncIterator[Settings]:
-    """The same contract suite against each read-model backend: SQLite (the default), and
-    PostgreSQL in a fresh database when FLOWS_TEST_POSTGRES_URL names a server (.ci/run)."""
-    if request.param == "sqlite":
-        yield settings
-        return
-    if postgres_url is None:
-        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    async with fresh_postgres_database(postgres_url, f"flows_{settings.stream.lower()}") as url:
-        yield dataclasses.replace(settings, database_url=url)
-
-
-@contextlib.asynccontextmanager
-async def fresh_postgres_database(postgres_url: str, name: str) -> AsyncIterator[str]:
-    """A new, empty database `name` on the server of `postgres_url`, dropped on exit: its URL."""
-    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        base, _, _ = postgres_url.rpartition("/")
-        yield f"{base}/{name}"
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+from tests import backends
+from tests.integration import transport
+from tests.integration.wire import Requester, WireReply, call
 
 
 @pytest.fixture
-async def service(read_model: Settings, nc: NatsClient) -> AsyncIterator[Settings]:
-    """`tests/conftest.py`'s service, made deterministic at both ends for these tests.
+def read_model(settings: Settings, database_url: str) -> Settings:
+    """The service's settings on the test's read model: the same contract suite once per
+    backend (`database_url`, tests/backends.py; `backends.only` picks one).
+
+    SQLite stays the service's default, its own file in its data dir (which `database_url`
+    names), so that a second instance started with another data dir has a model of its own, as
+    a second `flows serve` would; PostgreSQL is the fresh database, named explicitly."""
+    if backends.backend_of(database_url) == backends.SQLITE:
+        assert database_url == settings.resolved_database_url, (database_url, settings)
+        return settings
+    return dataclasses.replace(settings, database_url=database_url)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Connected:
+    """How a test reaches its service: what it sends requests with (a nats-py client, or the
+    in-process stand-in) and where the service's log ends."""
+
+    requester: Requester
+    log_end: Callable[[], Awaitable[int]]
+
+
+@pytest.fixture
+def nats_client(request: pytest.FixtureRequest) -> NatsClient | None:
+    """The `nc` fixture when the test's service runs on NATS, None when it runs in-process
+    (asked for here, outside the event loop, so that only NATS tests connect)."""
+    if transport.chosen_transport(request) == transport.MEMORY:
+        return None
+    nc: NatsClient = request.getfixturevalue("nc")
+    return nc
+
+
+@pytest.fixture
+async def connected(
+    read_model: Settings, nats_client: NatsClient | None
+) -> AsyncIterator[Connected]:
+    """The test's service, running, and the way to reach it.
 
     - Start: the fixture also waits, with a deadline, until the service answers (start-up
       itself is proven prompt by `test_lifecycle.py`).
     - Stop: the read model catches up with the log first, so every test ends from a quiet
       service (stopping while behind is proven by `test_lifecycle.py`).
     """
-    async with running(read_model, nc):
-        yield read_model
+    if nats_client is None:
+        async with transport.running_in_process(read_model) as in_process:
+            try:
+                yield Connected(in_process, in_process.event_log.last_position)
+            finally:
+                await catch_up_to(in_process, read_model, in_process.event_log.last_position)
+        return
+    async with running(read_model, nats_client):
+        yield Connected(nats_client, functools.partial(stream_end, nats_client, read_model.stream))
+
+
+@pytest.fixture
+def service(read_model: Settings, connected: Connected) -> Settings:
+    """`tests/conftest.py`'s service, made deterministic at both ends (`connected`)."""
+    return read_model
 
 
 @contextlib.asynccontextmanager
@@ -95,14 +116,25 @@ async def wait_until_answering(nc: NatsClient, prefix: str, timeout_s: float = 1
 
 async def catch_up(nc: NatsClient, settings: Settings) -> None:
     """Wait until the service's read model has applied the whole log."""
-    info = await nc.jetstream().stream_info(settings.stream)
+    await catch_up_to(nc, settings, functools.partial(stream_end, nc, settings.stream))
+
+
+async def catch_up_to(
+    requester: Requester, settings: Settings, log_end: Callable[[], Awaitable[int]]
+) -> None:
     await call(
-        nc,
+        requester,
         settings.subject_prefix,
         "query.count",
-        headers={"Flows-Min-Position": str(info.state.last_seq), "Flows-Wait-Ms": "10000"},
+        headers={"Flows-Min-Position": str(await log_end()), "Flows-Wait-Ms": "10000"},
         timeout=15,
     )
+
+
+async def stream_end(nc: NatsClient, stream: str) -> int:
+    """The last position of a service's stream, as JetStream reports it."""
+    info = await nc.jetstream().stream_info(stream)
+    return int(info.state.last_seq)
 
 
 @contextlib.asynccontextmanager
@@ -137,18 +169,26 @@ class Wire(Protocol):
 
 
 @pytest.fixture
-def client(service: Settings, nc: NatsClient) -> FlowsClient:
-    return FlowsClient(nc, service.subject_prefix)
+def client(service: Settings, connected: Connected) -> FlowsClient:
+    return FlowsClient(cast(NatsClient, connected.requester), service.subject_prefix)
 
 
 @pytest.fixture
-def wire(service: Settings, nc: NatsClient) -> Wire:
+def log_end(connected: Connected) -> Callable[[], Awaitable[int]]:
+    """The position of the last message in the test's service's log."""
+    return connected.log_end
+
+
+@pytest.fixture
+def wire(service: Settings, connected: Connected) -> Wire:
     async def send(
         operation: str,
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
     ) -> WireReply:
-        return await call(nc, service.subject_prefix, operation, body, headers, timeout)
+        return await call(
+            connected.requester, service.subject_prefix, operation, body, headers, timeout
+        )
 
     return send

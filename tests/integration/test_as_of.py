@@ -21,11 +21,8 @@ from events.jetstream_log import JetStreamLog
 from projections.as_of import AsOfModels, AsOfRefused
 from services.client import AsOf, FlowsClient, Reply
 from services.settings import Settings
+from tests import backends
 from tests.integration.conftest import Wire, running
-
-BACKENDS = pytest.mark.parametrize(
-    "read_model", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
 
 
 @pytest.fixture
@@ -87,7 +84,6 @@ async def recorded_workload(client: FlowsClient) -> list[Snapshot]:
     return snapshots
 
 
-@BACKENDS
 async def test_as_of_each_position_answers_what_the_live_model_answered_there(
     client: FlowsClient,
 ) -> None:
@@ -102,7 +98,6 @@ async def test_as_of_each_position_answers_what_the_live_model_answered_there(
     assert await answers(client, read_ids(snapshots[0])) != snapshots[0].answers
 
 
-@BACKENDS
 async def test_as_of_a_time_answers_as_of_the_last_position_stored_by_then(
     client: FlowsClient,
 ) -> None:
@@ -116,7 +111,7 @@ async def test_as_of_a_time_answers_as_of_the_last_position_stored_by_then(
     assert (before_anything.status, before_anything.body) == (200, [])
 
 
-SQLITE_ONLY = pytest.mark.parametrize("read_model", ["sqlite"], indirect=True)
+SQLITE_ONLY = backends.only(backends.SQLITE)
 
 
 @SQLITE_ONLY

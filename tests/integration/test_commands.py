@@ -1,6 +1,7 @@
 """Commands on the wire: create, update, delete, bulk_delete (CONTRACT.md; Prefect §2-§3, §6).
 
-Raw nats-py requests, so every check sees the exact headers and body bytes the service sent.
+Raw nats-py requests, so every check sees the exact headers and body bytes the service sent; on
+a real nats-server, or in-process under `pytest --transport=memory` (tests/integration/transport.py).
 """
 
 from __future__ import annotations
@@ -8,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from nats.aio.client import Client as NatsClient
 
 from events.timefmt import parse_datetime
 from services.client import FlowsClient
-from services.settings import Settings
 from tests.integration.conftest import Wire
 from tests.integration.wire import (
     WireReply,
@@ -29,6 +29,8 @@ from tests.integration.wire import (
 
 PATTERN = "^[^/%&><]+$"
 NOT_FOUND = b'{"detail":"Flow not found"}'
+
+pytestmark = pytest.mark.in_process
 
 
 def pattern_error(name: str) -> dict[str, Any]:
@@ -634,12 +636,16 @@ class TestReplyHeaders:
         ],
     )
     async def test_command_error_replies_carry_a_position_too(
-        self, wire: Wire, nc: NatsClient, service: Settings, operation: str, body: Any, status: int
+        self,
+        wire: Wire,
+        log_end: Callable[[], Awaitable[int]],
+        operation: str,
+        body: Any,
+        status: int,
     ) -> None:
         """CONTRACT.md: `Flows-Position` is "on every command reply", refusals included; a
         refusal appended nothing, so its position is one the log already has."""
         await create(wire, "something-in-the-log")
         reply = await wire(operation, body)
         assert_error(reply, status)
-        info = await nc.jetstream().stream_info(service.stream)
-        assert assert_position(reply) <= info.state.last_seq
+        assert assert_position(reply) <= await log_end()

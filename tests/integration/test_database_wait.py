@@ -13,19 +13,16 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import make_url
 
 from services.embedded import EmbeddedNats, free_port
-from tests.integration.conftest import fresh_postgres_database
+from tests.backends import fresh_postgres_database
 from tests.processes import ServiceProcess, new_target, run_flows
 
 
 async def test_a_service_started_before_its_database_listens_waits_then_serves(
-    nats_server: EmbeddedNats, postgres_url: str | None, tmp_path: Path
+    nats_server: EmbeddedNats, postgres_url: str, tmp_path: Path
 ) -> None:
-    if postgres_url is None:
-        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
     name = f"flows_wait_{uuid.uuid4().hex[:10]}"
     async with fresh_postgres_database(postgres_url, name) as url:
         real = make_url(url)
@@ -52,10 +49,8 @@ async def test_a_service_started_before_its_database_listens_waits_then_serves(
 
 
 async def test_refused_database_credentials_stop_start_up_at_once(
-    nats_server: EmbeddedNats, postgres_url: str | None, tmp_path: Path
+    nats_server: EmbeddedNats, postgres_url: str, tmp_path: Path
 ) -> None:
-    if postgres_url is None:
-        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
     refused = make_url(postgres_url).set(username=f"nobody_{uuid.uuid4().hex[:8]}")
     target = new_target(nats_server.url, tmp_path)
     # Start-up would wait a minute for a database that is not ready: a refusal must not wait.

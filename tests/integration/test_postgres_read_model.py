@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -22,23 +20,6 @@ from services.app import create_app
 from services.settings import Settings
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def postgres_database(postgres_url: str | None) -> AsyncIterator[str]:
-    if postgres_url is None:
-        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    name = f"flows_test_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base, _, _ = postgres_url.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def request(nc: NatsClient, subject: str, body: object, **headers: str) -> tuple[int, object]:

@@ -15,6 +15,7 @@ import pytest
 from events.contract.bodies import MAX_DEPTH
 from events.contract.filters import LIKE_MAX_LENGTH
 from services.settings import Settings
+from tests import backends
 from tests.integration.conftest import Wire
 from tests.integration.wire import (
     WireReply,
@@ -204,7 +205,7 @@ def on_postgres(service: Settings) -> bool:
 
 class TestNulInNames:
     # PostgreSQL's text cannot hold U+0000 (README): this one is SQLite's; the next PostgreSQL's.
-    @pytest.mark.parametrize("read_model", ["sqlite"], indirect=True)
+    @backends.only(backends.SQLITE)
     async def test_a_name_is_found_exactly(self, wire: Wire, service: Settings) -> None:
         # Prefect 3.9.1 (SQLite): name any_ ["nul\u0000byte"] finds the flow named so, and
         # read_by_name agrees.
@@ -219,7 +220,7 @@ class TestNulInNames:
         tagged = await wire("query.filter", {"flows": {"tags": {"all_": ["x\x00y"]}}})
         assert [f["name"] for f in tagged.json] == ["nul\x00byte"]
 
-    @pytest.mark.parametrize("read_model", ["postgresql"], indirect=True)
+    @backends.only(backends.POSTGRESQL)
     async def test_postgres_refuses_what_it_cannot_store(
         self, wire: Wire, service: Settings
     ) -> None:

@@ -1,7 +1,8 @@
 """Queries on the wire: read, read_by_name, filter, count, paginate (Prefect §3-§6, facts A14-A32).
 
 The read model's cross-entity tables (deployments, flow runs, task runs, work pools) are empty
-in this service, so filters on them are checked against that empty state.
+in this service, so filters on them are checked against that empty state. On a real
+nats-server, or in-process under `pytest --transport=memory` (tests/integration/transport.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tests.integration.wire import (
 )
 
 NOT_FOUND = b'{"detail":"Flow not found"}'
+
+pytestmark = pytest.mark.in_process
 SORTS = "'CREATED_DESC', 'UPDATED_DESC', 'NAME_ASC' or 'NAME_DESC'"
 # The §6 data set (flows only), in creation order.
 DATASET = [

@@ -1,8 +1,7 @@
 """`flows rebuild` while the service runs: the rebuilt model is swapped in whole, queries keep
 answering correct answers throughout, and a failed rebuild leaves the live model untouched.
 
-Against a real nats-server and a real database (SQLite, and PostgreSQL when
-FLOWS_TEST_POSTGRES_URL is set); the rebuild runs in-process on its own engine and connection,
+Against a real nats-server and a real database (SQLite and PostgreSQL, tests/backends.py); the rebuild runs in-process on its own engine and connection,
 as the `flows rebuild` process would.
 """
 
@@ -26,10 +25,6 @@ from projections.rebuild import RebuildReport, rebuild_online
 from services.bootstrap import create_engine
 from services.client import FlowsClient
 from services.settings import Settings
-
-BACKENDS = pytest.mark.parametrize(
-    "read_model", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
 
 
 @pytest.fixture
@@ -169,7 +164,6 @@ async def workload(client: FlowsClient, seen: Observed) -> AsyncIterator[None]:
         await asyncio.gather(*tasks)
 
 
-@BACKENDS
 async def test_a_rebuild_under_commands_and_queries_never_serves_a_wrong_answer(
     service: Settings, nc: NatsClient, client: FlowsClient, engine: AsyncEngine
 ) -> None:
@@ -204,7 +198,6 @@ async def test_a_rebuild_under_commands_and_queries_never_serves_a_wrong_answer(
         assert (await client.read(flow_id)).raise_for_status().body["tags"] == tags
 
 
-@BACKENDS
 @pytest.mark.parametrize("failing_stage", ["built", "swapping"])
 async def test_a_failed_rebuild_leaves_the_live_model_untouched(
     service: Settings,

@@ -16,9 +16,10 @@ from nats.aio.client import Client as NatsClient
 from services.client import FlowsClient
 from services.log_tools import rebuild, replay
 from services.settings import Settings
+from tests import backends
 from tests.processes import Target, run_flows
 
-pytestmark = pytest.mark.parametrize("read_model", ["sqlite"], indirect=True)
+pytestmark = backends.only(backends.SQLITE)
 
 
 class Terminal(io.StringIO):

@@ -13,23 +13,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from projections.store import configure_engine, create_schema
 from projections.tables import metadata
-from tests.integration.conftest import fresh_postgres_database
+from tests.backends import fresh_postgres_database, sqlite_url
 
 INSTANCES = 4
 ROUNDS = 5
 
 
 async def test_postgresql_schema_is_created_once_by_concurrent_instances(
-    postgres_url: str | None,
+    postgres_url: str,
 ) -> None:
-    if postgres_url is None:
-        pytest.skip("FLOWS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
     for _ in range(ROUNDS):
         name = f"flows_schema_{uuid.uuid4().hex[:10]}"
         async with fresh_postgres_database(postgres_url, name) as url:
@@ -38,7 +35,7 @@ async def test_postgresql_schema_is_created_once_by_concurrent_instances(
 
 async def test_sqlite_schema_is_created_once_by_concurrent_instances(tmp_path: Path) -> None:
     for round_ in range(ROUNDS):
-        await assert_created_once(f"sqlite+aiosqlite:///{tmp_path / f'round-{round_}.db'}")
+        await assert_created_once(sqlite_url(tmp_path / f"round-{round_}.db"))
 
 
 async def assert_created_once(url: str) -> None:

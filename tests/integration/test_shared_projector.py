@@ -33,7 +33,6 @@ from projections.position_watcher import PositionWatcher
 from projections.projector import lock_checkpoint, move_checkpoint
 from projections.store import create_schema
 from services.embedded import EmbeddedNats
-from tests.integration.conftest import fresh_postgres_database
 from tests.integration.wire import WireReply, assert_success, call
 from tests.processes import ServiceProcess, Target, new_target, run_flows
 
@@ -43,10 +42,9 @@ TAKEOVER_LIMIT_S = 5.0  # FLOWS_LEADER_RETRY_S is 1 s: a follower tries the lock
 
 
 @pytest.fixture
-async def shared_database(postgres_url: str | None) -> AsyncIterator[str]:
-    assert postgres_url, "FLOWS_TEST_POSTGRES_URL must name a PostgreSQL server (.ci/run sets it)"
-    async with fresh_postgres_database(postgres_url, f"flows_shared_{uuid.uuid4().hex[:10]}") as url:
-        yield url
+def shared_database(postgres_database: str) -> str:
+    """The instances' one read model: a fresh PostgreSQL database (tests/conftest.py)."""
+    return postgres_database
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client as NatsClient
 
@@ -20,6 +20,7 @@ __all__ = [
     "FLOW_KEYS",
     "TIMESTAMP",
     "UUID_TEXT",
+    "Requester",
     "WireReply",
     "assert_error",
     "assert_flow",
@@ -56,6 +57,24 @@ class WireReply:
         return None if raw is None else int(raw)
 
 
+class _Received(Protocol):
+    data: bytes
+    headers: dict[str, str] | None
+
+
+class Requester(Protocol):
+    """What sends a request: nats-py's client, or tests/integration/transport.py's in-process
+    stand-in."""
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = ...,
+        timeout: float = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> _Received: ...
+
+
 def encode(body: Any) -> bytes:
     if body is None:
         return b""
@@ -65,7 +84,7 @@ def encode(body: Any) -> bytes:
 
 
 async def call(
-    nc: NatsClient,
+    nc: Requester | NatsClient,
     prefix: str,
     operation: str,
     body: Any = None,

@@ -5,13 +5,12 @@ path: `parse_*_request` → `filter_sql` → `queries`. Expected answers are Pre
 `TestCountFlowsModels` matrix (reference §5.C), the recorded live-server answers (§6), the API
 tests A14-A32 and the ordering of §4.4.
 
-The PostgreSQL variant runs when FLOWS_TEST_POSTGRES_URL names a server (each dataset gets a
-schema of its own, dropped afterwards); it is skipped only when the variable is absent.
+The PostgreSQL variant runs on the server FLOWS_TEST_POSTGRES_URL names (each dataset gets a
+schema of its own, dropped afterwards); without it, it fails (tests/backends.py).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Table, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -53,23 +52,12 @@ from projections.tables import (
     work_pool,
     work_queue,
 )
+from tests import backends
 
-PG_URL = os.environ.get("FLOWS_TEST_POSTGRES_URL")
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param(
-        "postgresql",
-        id="postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="FLOWS_TEST_POSTGRES_URL is not set"),
-        ],
-    ),
-]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=backends.BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
@@ -77,26 +65,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def fresh_database(backend: str, directory: Path) -> AsyncIterator[AsyncEngine]:
-    """Empty read-model tables: a new SQLite file, or a new PostgreSQL schema."""
-    if backend == "sqlite":
+    """Empty read-model tables: a new SQLite file, or a new PostgreSQL schema (tests/backends.py)."""
+    if backend == backends.SQLITE:
         async with scratch_model(directory / "read-model.db") as engine:
             yield engine
         return
-    assert PG_URL
-    schema = f"flows_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
+    server = backends.postgres_server_url()
+    async with backends.fresh_postgres_schema(server) as schema:
+        engine = create_async_engine(
+            server, connect_args={"server_settings": {"search_path": schema}}
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 def _row(table: Table, **values: Any) -> dict[str, Any]:
