@@ -13,8 +13,9 @@ from events import jsoncodec
 from events.contract.errors import FlowNotFound
 from events.contract.queries import CountRequest, FilterRequest, PaginateRequest
 from projections import queries
+from projections.sqlite_reads import SQLiteDocuments
 
-__all__ = ["count", "filter", "paginate", "read", "read_by_name"]
+__all__ = ["count", "filter", "paginate", "read", "read_by_name", "read_by_name_now", "read_now"]
 
 
 async def read(conn: AsyncConnection, flow_id: str) -> bytes:
@@ -40,6 +41,16 @@ async def paginate(conn: AsyncConnection, request: PaginateRequest) -> bytes:
     rest = {"count": total, "limit": request.limit, "pages": pages, "page": request.page}
     # `{"results":[...],` then the rest of the object, exactly as one dumps would write it.
     return b'{"results":' + _array(documents) + b"," + jsoncodec.dumps(rest)[1:]
+
+
+# The same two answers from the live SQLite model, on the loop's thread
+# (projections/sqlite_reads.py; SQLiteBusy sends the caller back to the ones above).
+def read_now(documents: SQLiteDocuments, flow_id: str) -> bytes:
+    return _found(documents.by_id(flow_id))
+
+
+def read_by_name_now(documents: SQLiteDocuments, name: str) -> bytes:
+    return _found(documents.by_name(name))
 
 
 def _found(document: bytes | None) -> bytes:

@@ -9,12 +9,14 @@ are, because they are the SQL itself: filter clauses are compiled per dialect in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.checkpoint_notify import notify_checkpoint
+from projections.sqlite_reads import SQLiteDocuments
 from projections.tables import LIVE, RETIRED_PREFIX, ReadModelTables
 from projections.write_lock import take_write_lock
 
@@ -49,6 +51,8 @@ class ReadModelDialect(Protocol):
     async def read_one_moment(self, conn: AsyncConnection) -> None: ...
 
     async def swap_in(self, conn: AsyncConnection, building: ReadModelTables) -> None: ...
+
+    def documents_in_place(self, engine: AsyncEngine) -> SQLiteDocuments | None: ...
 
 
 class _SQLite:
@@ -112,6 +116,14 @@ class _SQLite:
                 text(f'ALTER TABLE "{table.name}" RENAME TO "{building.canonical(table)}"')
             )
 
+    def documents_in_place(self, engine: AsyncEngine) -> SQLiteDocuments | None:
+        """Flow documents read on the loop's thread (projections/sqlite_reads.py), for a model
+        in a file; an in-memory one is the pool's own."""
+        database = engine.url.database
+        if not database or database == ":memory:":
+            return None
+        return SQLiteDocuments(Path(database))
+
 
 class _PostgreSQL:
     name = "postgresql"
@@ -140,6 +152,9 @@ class _PostgreSQL:
 
     async def read_one_moment(self, conn: AsyncConnection) -> None:
         await conn.execution_options(isolation_level="REPEATABLE READ")
+
+    def documents_in_place(self, engine: AsyncEngine) -> SQLiteDocuments | None:
+        return None  # a server is always a network round trip away
 
     async def swap_in(self, conn: AsyncConnection, building: ReadModelTables) -> None:
         # `flow` first: every query locks it before any other read-model table, so taking it

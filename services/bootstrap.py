@@ -126,6 +126,7 @@ class Service:
                 max_events=settings.as_of_max_events,
                 cache_size=settings.as_of_cached_models,
             ),
+            documents=dialect_of(self.engine).documents_in_place(self.engine),
         )
         if dialect_of(self.engine).shared_by_instances:
             # A shared model: one instance projects at a time, the others follow its checkpoint.
@@ -220,6 +221,8 @@ class Service:
         started, self._started = self._started, None
         if started is not None:
             await started.as_of.close()  # the scratch models of as-of queries
+            if started.documents is not None:
+                started.documents.close()
         await self.engine.dispose()
 
 

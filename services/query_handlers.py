@@ -19,6 +19,7 @@ from events.contract import headers as h
 from events.contract.bodies import load_json_body
 from events.contract.replies import Reply, json_reply
 from projections.log_points import parse_log_point
+from projections.sqlite_reads import SQLiteBusy, SQLiteDocuments
 from services.audit_reader import AuditReader
 from services.failures import failure_reply
 from services.started import Started
@@ -31,20 +32,34 @@ RequestT = TypeVar("RequestT")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 # A query's answer: the reply's body, already JSON (projections/answers.py).
 Answer = Callable[[AsyncConnection, RequestT], Awaitable[bytes]]
+# The same answer read in place from the live SQLite model (projections/sqlite_reads.py).
+AnswerNow = Callable[[SQLiteDocuments, RequestT], bytes]
 
 
 class QueryHandlers:
     def __init__(self, started: Callable[[], Started]) -> None:
         self._started = started
 
-    def query(self, parse: Callable[[Any], RequestT], answer: Answer[RequestT]) -> Handler:
-        """The handler of a read-model query: `parse` reads the body, `answer` the model."""
+    def query(
+        self,
+        parse: Callable[[Any], RequestT],
+        answer: Answer[RequestT],
+        now: AnswerNow[RequestT] | None = None,
+    ) -> Handler:
+        """The handler of a read-model query: `parse` reads the body, `answer` the model;
+        `now`, where given, answers from the live SQLite model without leaving the loop."""
 
         async def run(connect: Connect, request: RequestT, as_of: int | None = None) -> Reply:
             async with connect() as conn:
                 # An as-of answer says which position it was answered as of (a time resolves
                 # to one).
                 return Reply(200, await answer(conn, request), as_of)
+
+        async def live(parts: Started, request: RequestT) -> Reply:
+            if now is not None and parts.documents is not None:
+                with contextlib.suppress(SQLiteBusy):
+                    return Reply(200, now(parts.documents, request))
+            return await run(parts.engine.connect, request)
 
         async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply | Deferred:
             try:
@@ -59,14 +74,14 @@ class QueryHandlers:
                 wait_ms = positions.wait_ms(headers)
                 request = parse(load_json_body(payload))
                 if wanted <= positions.applied:
-                    return await run(parts.engine.connect, request)
+                    return await live(parts, request)
             except Exception as error:
                 return failure_reply(error, "query")
 
             async def after_wait() -> Reply:
                 try:
                     await positions.wait_for(wanted, wait_ms)
-                    return await run(parts.engine.connect, request)
+                    return await live(parts, request)
                 except Exception as error:
                     return failure_reply(error, "query")
 

@@ -54,8 +54,11 @@ def route_table(
         Route("cmd.update", commands.command(parse_update)),
         Route("cmd.delete", commands.command(parse_delete)),
         Route("cmd.bulk_delete", commands.bulk_delete),
-        Route("query.read", queries.query(parse_read, answers.read)),
-        Route("query.read_by_name", queries.query(parse_read_by_name, answers.read_by_name)),
+        Route("query.read", queries.query(parse_read, answers.read, answers.read_now)),
+        Route(
+            "query.read_by_name",
+            queries.query(parse_read_by_name, answers.read_by_name, answers.read_by_name_now),
+        ),
         Route("query.filter", queries.query(filtered, answers.filter)),
         Route("query.count", queries.query(parse_count, answers.count)),
         Route("query.paginate", queries.query(paged, answers.paginate)),

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from events.contract.errors import ServiceUnavailable
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
+from projections.sqlite_reads import SQLiteDocuments
 from services.audit_reader import AuditReader
 from services.consistency import ReadPositions
 
@@ -29,3 +30,5 @@ class Started:
     positions: ReadPositions
     audit: AuditReader
     as_of: AsOfModels
+    # The live SQLite model's documents read in place (None on PostgreSQL).
+    documents: SQLiteDocuments | None = None
