@@ -18,7 +18,7 @@ from services.discovery import Discovery
 from services.metrics import Metrics
 from services.metrics_server import MetricsServer
 from services.nats_flush import flush_all
-from services.nats_options import broker_security, inbox_prefix
+from services.nats_options import ServerChoice, broker_security, inbox_prefix
 from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
 from services.request_handling import RequestHandling
@@ -38,7 +38,9 @@ async def _raw(message: NatsMessage) -> NatsMessage:
     return message
 
 
-def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[str, Any]:
+def _connection_logging(
+    settings: Settings, closed: Callable[[], bool], reconnected: Callable[[], None]
+) -> dict[str, Any]:
     """Callbacks that say in the log when the request connection drops and comes back: while
     it is down the service has no subscriptions, and requesters get NATS's no-responders."""
     where = redact_url(settings.nats_url)
@@ -51,6 +53,7 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
             log.warning("NATS request connection lost; reconnecting to %s", where)
 
     async def on_reconnect() -> None:
+        reconnected()
         log.info("NATS request connection re-established; subscriptions restored")
 
     return {
@@ -61,6 +64,8 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
 
 
 def create_app(settings: Settings) -> FastStream:
+    # The server just lost is tried last: a hung one would cost a whole connect timeout.
+    choice = ServerChoice(reconnect_time_wait_s=1)
     broker = NatsBroker(
         seed_urls(settings.nats_url),  # one URL or a cluster's seed list
         apply_types=False,
@@ -69,6 +74,7 @@ def create_app(settings: Settings) -> FastStream:
         logger=None,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        reconnect_to_server_handler=choice,
         # A hung server is left after ~2 intervals (Settings.nats_ping_interval_s).
         ping_interval=settings.nats_ping_interval_s,  # type: ignore[arg-type]  # used as a float
         max_outstanding_pings=2,
@@ -78,7 +84,11 @@ def create_app(settings: Settings) -> FastStream:
         security=broker_security(settings),
         inbox_prefix=inbox_prefix(settings),
         # `broker` is bound by the time NATS calls back.
-        **_connection_logging(settings, lambda: broker.connection.is_closed),
+        **_connection_logging(
+            settings,
+            lambda: broker.connection.is_closed,
+            lambda: choice.connected_to(broker.connection),
+        ),
     )
     service = Service(settings)
     discovery = Discovery(settings, lambda: service.projector_role)
@@ -127,6 +137,7 @@ def create_app(settings: Settings) -> FastStream:
         # nats-py only queues SUB commands: make sure the server knows every subscription
         # before start-up returns, so no early request finds no responders.
         await flush_all(broker.connection)
+        choice.connected_to(broker.connection)
         log.info(
             "flows service ready on %s.{cmd,query,audit}.* (queue group %s)",
             settings.subject_prefix,
