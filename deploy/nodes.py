@@ -5,6 +5,24 @@ loopback client port, its own route port and its own store dir; every node lists
 node's route port, so the cluster forms whichever nodes start first, and a node stopped and
 started again rejoins with its data. Used by `deploy.local_cluster`, `tests/cluster.py` and the
 cluster benchmark, so all three run the same topology.
+
+Routes ping each other every second and give a peer up after two unanswered pings
+(`ROUTE_PING_INTERVAL`, `ROUTE_PING_MAX`; deploy/nats/cluster.conf says the same for
+docker-compose). A hung server (SIGSTOP, a stalled VM, a partition that leaves its TCP
+connections open) cannot send UNSUBs: until the other servers close their routes to it, they
+keep its subscriptions, among them the service instances' queue-group interest, and route about
+half of the requests to it, where they are lost. nats-server notices a dead route only by its
+pings: `cluster { ping_interval }` (else the top-level one, 2 min by default, capped at 30 s
+for routes: nats-server server/client.go `adjustPingInterval`, server/route.go
+`defaultRouteMaxPingInterval`), closing the route on the timer tick that would put more than
+`ping_max` pings outstanding (server/client.go `processPingTimer`): 60-90 s by default, 2-3 s
+here. That is below the service's own move off a hung server (its client pings every 2 s,
+gone after two unanswered: 4-6 s) and below a stream election (4-9 s, raft.go's fixed
+election timeout), so stale interest never outlasts them; a route of a healthy server that is
+merely busy answers a PING from its read loop at once, and a route closed in error reconnects
+within a second. The write deadline does not notice a hung peer: nats-server keeps a route
+open when a write times out part-way (`write_timeout` defaults to "retry" for routes,
+server/client.go `handleWriteTimeout`), and at this load the socket buffer never fills.
 """
 
 from __future__ import annotations
@@ -16,15 +34,34 @@ from services.embedded import DEFAULT_SYNC_INTERVAL, EmbeddedNats, free_port
 
 __all__ = [
     "PERMISSIONS_CONFIG",
+    "ROUTE_PING_INTERVAL",
+    "ROUTE_PING_MAX",
     "ClusterPorts",
     "cluster_arguments",
     "cluster_node",
     "cluster_nodes",
+    "route_settings",
 ]
 
 # The shipped permission layout (four users, passwords from the environment); docker-compose
 # mounts the same file, so there is one layout to keep right.
 PERMISSIONS_CONFIG = Path(__file__).resolve().parent / "nats" / "nats-server.conf"
+
+
+# How often a node pings each route, and how many unanswered pings close it (see above).
+ROUTE_PING_INTERVAL = "1s"
+ROUTE_PING_MAX = 2
+
+
+def route_settings() -> list[str]:
+    """The cluster settings that have no command-line flag, as configuration lines (the
+    `--cluster`/`--routes` flags apply over this block)."""
+    return [
+        "cluster {",
+        f'  ping_interval: "{ROUTE_PING_INTERVAL}"',
+        f"  ping_max: {ROUTE_PING_MAX}",
+        "}",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +117,7 @@ def cluster_node(
         extra_args=cluster_arguments(index, cluster_name, ports.routes),
         sync_interval=sync_interval,
         config=config,
+        config_lines=route_settings(),
     )
 
 

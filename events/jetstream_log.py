@@ -69,6 +69,10 @@ _READ_PAGE = 1000
 # The first wait for a direct get's answer (a healthy one takes a millisecond or two); each
 # further attempt waits twice as long, all within the log's timeout.
 _READ_ATTEMPT_S = 0.5
+# A question for the stream leader is asked again at most this far apart: while the replicas
+# elect a new leader (4-9 s after the old one stopped answering: nats-server's raft election
+# timeout), nobody answers it, and once one is elected the next attempt gets its answer.
+_LEADER_ATTEMPT_MAX_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +229,28 @@ class JetStreamLog:
         return await self._leader_get({"seq": 1, "next_by_subj": subject})
 
     async def last_position(self) -> int:
-        info = await self._api_request(f"STREAM.INFO.{self._stream}", b"")
-        assert info is not None
-        return int(info["state"]["last_seq"])
+        """The stream's last sequence, as its leader reports it. A replica that believes the
+        stream has no leader (an election under way) answers STREAM.INFO with its own state,
+        which may lag the acknowledged end, and names no leader (nats-server
+        server/jetstream_api.go, jsStreamInfoRequest: `isGroupLeaderless`): such an answer is
+        not taken; the question is asked again, a little later, until the log's timeout."""
+        endpoint = f"STREAM.INFO.{self._stream}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        pause = _READ_ATTEMPT_S / 10
+        while True:
+            info = _api_body(endpoint, await self._ask_leader(endpoint, b""))
+            # A stream on a server outside a cluster names that server as its leader too.
+            cluster = info.get("cluster")
+            if cluster is None or cluster.get("leader"):
+                return int(info["state"]["last_seq"])
+            if loop.time() + pause > deadline:
+                raise LogUnavailable(
+                    f"the event log (stream {self._stream}) has no leader: its replicas are "
+                    "electing one; retry"
+                )
+            await asyncio.sleep(pause)  # a retry's pause: an election takes seconds
+            pause = min(pause * 2, _READ_ATTEMPT_S)
 
     async def read(
         self, after: int, limit: int, subject_filter: str | None = None
@@ -308,7 +331,7 @@ class JetStreamLog:
     async def _leader_get(self, request: dict[str, Any]) -> StoredMessage | None:
         """One message, as the stream leader has it: after every acknowledged append."""
         endpoint = f"STREAM.MSG.GET.{self._stream}"
-        reply = await self._request(f"{self._api}.{endpoint}", orjson.dumps(request), None)
+        reply = await self._ask_leader(endpoint, orjson.dumps(request))
         body: dict[str, Any] = orjson.loads(reply.data)
         error = body.get("error")
         if error:
@@ -373,9 +396,28 @@ class JetStreamLog:
         )
 
     # -- plumbing ----------------------------------------------------------------------------
-    async def _read_attempts(self, subject: str, attempt: Callable[[float], Awaitable[Msg]]) -> Msg:
+    async def _ask_leader(self, endpoint: str, data: bytes) -> Msg:
+        """A JetStream API question only the stream's leader answers (STREAM.MSG.GET,
+        STREAM.INFO; asking again is harmless). Every server subscribes to the API and the
+        others stay silent, so a question that reached a hung leader, or came while there was
+        none, is never answered: it is asked again, at most `_LEADER_ATTEMPT_MAX_S` apart,
+        until the log's timeout, and a command waits for an election, not for a timeout."""
+        subject = f"{self._api}.{endpoint}"
+
+        async def ask(wait: float) -> Msg:
+            return await self._nc.request(subject, data, timeout=wait)
+
+        return await self._read_attempts(subject, ask, max_wait=_LEADER_ATTEMPT_MAX_S)
+
+    async def _read_attempts(
+        self,
+        subject: str,
+        attempt: Callable[[float], Awaitable[Msg]],
+        max_wait: float | None = None,
+    ) -> Msg:
         """`attempt(wait)` sends a read and waits up to `wait` for its answer: sent again
-        after each timeout, waiting longer each time, until the log's timeout is spent."""
+        after each timeout, waiting longer each time (up to `max_wait`), until the log's
+        timeout is spent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         wait = _READ_ATTEMPT_S
@@ -390,7 +432,7 @@ class JetStreamLog:
                     raise self._unavailable(f"did not answer on {subject!r}", exc) from None
             except _NATS_ERRORS as exc:
                 raise self._unavailable(f"did not answer on {subject!r}", exc) from None
-            wait *= 2
+            wait = wait * 2 if max_wait is None else min(wait * 2, max_wait)
 
     async def _request(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Msg:
         try:
@@ -404,15 +446,23 @@ class JetStreamLog:
         self, endpoint: str, data: bytes, *, allow_missing: bool = False
     ) -> dict[str, Any] | None:
         reply = await self._request(f"{self._api}.{endpoint}", data, None)
-        body: dict[str, Any] = orjson.loads(reply.data)
-        error = body.get("error")
-        if error:
-            if allow_missing and error.get("err_code") == _STREAM_NOT_FOUND:
+        try:
+            return _api_body(endpoint, reply)
+        except JetStreamRefused as refused:
+            if allow_missing and refused.code == _STREAM_NOT_FOUND:
                 return None
-            raise JetStreamRefused(
-                endpoint, str(error.get("description")), int(error.get("err_code", 0))
-            )
-        return body
+            raise
+
+
+def _api_body(endpoint: str, reply: Msg) -> dict[str, Any]:
+    """A JetStream API answer's body; its error, if any, as JetStreamRefused."""
+    body: dict[str, Any] = orjson.loads(reply.data)
+    error = body.get("error")
+    if error:
+        raise JetStreamRefused(
+            endpoint, str(error.get("description")), int(error.get("err_code", 0))
+        )
+    return body
 
 
 class _TooManyBatches(Exception):

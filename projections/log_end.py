@@ -7,6 +7,14 @@ at once. Knowing the end needs a round trip to the stream's leader, so it is sha
 etcd shares its "read index": a look-up serves every caller that arrived before it was sent,
 at most one is in flight, and callers arriving meanwhile share the next one. A flood of such
 queries costs one look-up per round trip, not one per query.
+
+The end never moves back, so an answer below a position known to exist is not the truth: a
+server answered with stale state (seen after a SIGSTOPped stream leader woke: it answered
+STREAM.INFO with its last sequence from before its hang, 71, to a query whose client held 720,
+until it learnt that it had been deposed). Such an answer is never used: the look-up is sent
+again a few times, a short while apart, and if every answer is stale the callers get
+LogEndBehind (503, retry) rather than a read index that went backwards, or a refusal of a
+position that exists.
 """
 
 from __future__ import annotations
@@ -14,12 +22,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from events.contract.errors import LogEndBehind
+
 __all__ = ["LogEnd"]
+
+# A stale answer is asked again after these pauses (~0.7 s in all), then refused with 503.
+STALE_RETRY_DELAYS_S = (0.1, 0.2, 0.4)
 
 
 class LogEnd:
-    def __init__(self, lookup: Callable[[], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[], Awaitable[int]],
+        stale_retry_delays_s: tuple[float, ...] = STALE_RETRY_DELAYS_S,
+    ) -> None:
         self._lookup = lookup
+        self._stale_retry_delays_s = stale_retry_delays_s
         # The highest position known to exist: positions the log handed out or the read model
         # applied, and the last look-up's answer. The log's end never moves back.
         self._known = 0
@@ -53,7 +71,7 @@ class LogEnd:
             async with self._one_at_a_time:
                 if self._next is future:  # from now on, arrivals share the look-up after this
                     self._next = None
-                end = await self._lookup()
+                end = await self._current_end()
         except asyncio.CancelledError:  # the service is stopping: release the callers
             if self._next is future:
                 self._next = None
@@ -64,3 +82,21 @@ class LogEnd:
             return
         self.saw(end)
         future.set_result(end)
+
+    async def _current_end(self) -> int:
+        """A look-up's answer that is not below a known position, asking again if it is."""
+        end = await self._lookup()
+        for delay in self._stale_retry_delays_s:
+            if end >= self._known:
+                return end
+            # A retry's pause, not a synchronisation: the stale server learns it was deposed
+            # in a raft round trip once its routes are back.
+            await asyncio.sleep(delay)
+            end = await self._lookup()
+        if end < self._known:
+            raise LogEndBehind(
+                f"the event log's end was reported as {end}, below position {self._known}, "
+                f"which exists: a server answered with stale state (asked "
+                f"{len(self._stale_retry_delays_s) + 1} times); retry"
+            )
+        return end

@@ -19,7 +19,7 @@ from services.discovery import Discovery
 from services.metrics import Metrics
 from services.metrics_server import MetricsServer
 from services.nats_flush import flush_all
-from services.nats_options import broker_security, inbox_prefix
+from services.nats_options import ServerChoice, broker_security, inbox_prefix
 from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
 from services.request_handling import RequestHandling
@@ -39,7 +39,9 @@ async def _raw(message: NatsMessage) -> NatsMessage:
     return message
 
 
-def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[str, Any]:
+def _connection_logging(
+    settings: Settings, closed: Callable[[], bool], reconnected: Callable[[], None]
+) -> dict[str, Any]:
     """Callbacks that say in the log when the request connection drops and comes back: while
     it is down the service has no subscriptions, and requesters get NATS's no-responders."""
     where = redact_url(settings.nats_url)
@@ -52,6 +54,7 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
             log.warning("NATS request connection lost; reconnecting to %s", where)
 
     async def on_reconnect() -> None:
+        reconnected()
         log.info("NATS request connection re-established; subscriptions restored")
 
     return {
@@ -64,6 +67,8 @@ def _connection_logging(settings: Settings, closed: Callable[[], bool]) -> dict[
 def create_app(settings: Settings, *, event_log: EventLog | None = None) -> FastStream:
     """The service's app. `event_log` replaces the JetStream log, for tests that run the app
     in-process (FastStream's TestNatsBroker on events/memory_log.py): see `Service`."""
+    # The server just lost is tried last: a hung one would cost a whole connect timeout.
+    choice = ServerChoice(reconnect_time_wait_s=1)
     broker = NatsBroker(
         seed_urls(settings.nats_url),  # one URL or a cluster's seed list
         apply_types=False,
@@ -72,6 +77,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
         logger=None,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        reconnect_to_server_handler=choice,
         # A hung server is left after ~2 intervals (Settings.nats_ping_interval_s).
         ping_interval=settings.nats_ping_interval_s,  # type: ignore[arg-type]  # used as a float
         max_outstanding_pings=2,
@@ -81,7 +87,11 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
         security=broker_security(settings),
         inbox_prefix=inbox_prefix(settings),
         # `broker` is bound by the time NATS calls back.
-        **_connection_logging(settings, lambda: broker.connection.is_closed),
+        **_connection_logging(
+            settings,
+            lambda: broker.connection.is_closed,
+            lambda: choice.connected_to(broker.connection),
+        ),
     )
     service = Service(settings, event_log)
     discovery = Discovery(settings, lambda: service.projector_role)
@@ -130,6 +140,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
         # nats-py only queues SUB commands: make sure the server knows every subscription
         # before start-up returns, so no early request finds no responders.
         await flush_all(broker.connection)
+        choice.connected_to(broker.connection)
         log.info(
             "flows service ready on %s.{cmd,query,audit}.* (queue group %s)",
             settings.subject_prefix,

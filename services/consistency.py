@@ -7,7 +7,9 @@
 - Always: the client's `Flows-Min-Position` (its session's own writes), and anything this
   instance has answered a command with (read-your-writes on one instance).
 A client's position beyond the log's end was handed out by no command, and waiting for it could
-only run out: it is refused at once (422).
+only run out: it is refused at once (422). The end it is compared with is never below a position
+this instance knows to exist (LogEnd asks again, then answers 503): a server answering with stale
+state neither moves a linearizable read's index back nor has a position that exists refused.
 """
 
 from __future__ import annotations

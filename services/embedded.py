@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,6 +91,7 @@ class EmbeddedNats:
         sync_interval: str | None = DEFAULT_SYNC_INTERVAL,
         max_payload: int | None = None,
         config: Path | None = None,
+        config_lines: Sequence[str] = (),
     ) -> None:
         self.store_dir = store_dir
         # A config file of the caller's (accounts, users, TLS ...), included before ours: the
@@ -100,6 +102,9 @@ class EmbeddedNats:
         self.sync_interval = sync_interval
         # nats-server's own default (1 MiB) unless given; it has no command-line flag either.
         self.max_payload = max_payload
+        # Settings that have no command-line flag, as lines of nats-server's configuration
+        # (e.g. deploy/nodes.py's cluster block); the flags still apply over them.
+        self.config_lines = list(config_lines)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,6 +120,7 @@ class EmbeddedNats:
     def _config_file(self) -> Path:
         """The configuration that has no command-line flags: JetStream's, max_payload."""
         lines = [] if self.max_payload is None else [f"max_payload: {self.max_payload}"]
+        lines += self.config_lines
         if self.config is not None:
             # nats-server resolves an include against the including file's directory.
             included = os.path.relpath(self.config.resolve(), self.store_dir.resolve())

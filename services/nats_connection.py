@@ -12,7 +12,7 @@ import ssl
 
 from nats.aio.client import Client as NatsClient
 
-from services.nats_options import Role, connect_options
+from services.nats_options import Role, ServerChoice, connect_options
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 
@@ -57,7 +57,11 @@ async def connect_nats(
             return  # a first attempt that failed (reported above), or our own close or drain
         log.warning("NATS connection %s lost; reconnecting to %s", name, where)
 
+    # The server just lost is tried last: a hung one would cost a whole connect timeout.
+    choice = ServerChoice(reconnect_time_wait_s=0.5)
+
     async def on_reconnect() -> None:
+        choice.connected_to(nc)
         log.info("NATS connection %s re-established", name)
 
     nc = NatsClient()
@@ -74,6 +78,7 @@ async def connect_nats(
             connect_timeout=2,
             # Annotated int, used as a float (asyncio.sleep).
             reconnect_time_wait=0.5,  # type: ignore[arg-type]
+            reconnect_to_server_handler=choice,
             # A hung server is left after ~2 intervals (Settings.nats_ping_interval_s).
             ping_interval=settings.nats_ping_interval_s,  # type: ignore[arg-type]
             max_outstanding_pings=2,
@@ -87,6 +92,7 @@ async def connect_nats(
             await asyncio.wait_for(nc.close(), 1.0)
         raise
     connection.append(nc)
+    choice.connected_to(nc)
     return nc
 
 

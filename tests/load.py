@@ -114,10 +114,13 @@ class Load:
     def acknowledged_times(self) -> list[float]:
         return sorted(c.acknowledged_at for c in self.commands.values() if c.acknowledged_at)
 
-    def longest_gap(self, since: float) -> tuple[float, float]:
-        """The longest stretch without an acknowledgement from `since` to the last one, and
-        when it began (seconds after `since`)."""
+    def longest_gap(self, since: float, until: float | None = None) -> tuple[float, float]:
+        """The longest stretch without an acknowledgement from `since` to the last one (or to
+        `until`, counting the stretch from the last one before it), and when it began
+        (seconds after `since`)."""
         times = [since, *(t for t in self.acknowledged_times() if t > since)]
+        if until is not None:
+            times = [t for t in times if t <= until] + [until]
         gaps = [(later - earlier, earlier - since) for earlier, later in itertools.pairwise(times)]
         return max(gaps, default=(0.0, 0.0))
 

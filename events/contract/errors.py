@@ -16,6 +16,7 @@ __all__ = [
     "InvalidLimit",
     "InvalidRequest",
     "JetStreamRefused",
+    "LogEndBehind",
     "LogUnavailable",
     "MalformedEvent",
     "ReadModelBehind",
@@ -88,6 +89,12 @@ class ServiceUnavailable(FlowsError):
 
 class LogUnavailable(ServiceUnavailable):
     """The event log (JetStream) could not be reached or did not answer in time."""
+
+
+class LogEndBehind(LogUnavailable):
+    """JetStream reported a log end below a position known to exist: a server answered with
+    stale state (a stream leader deposed while it hung, not yet told). Asked again, a current
+    server answers."""
 
 
 class JetStreamRefused(LogUnavailable):

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from deploy.nodes import ROUTE_PING_INTERVAL, ROUTE_PING_MAX
 from services.embedded import find_nats_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,13 @@ class TestNatsNodes:
         assert "listen: 0.0.0.0:6222" in cluster
         routes = set(re.findall(r"nats://([\w-]+):6222", cluster))
         assert routes == set(nats_nodes())
+
+    def test_routes_notice_a_hung_node_as_the_plain_processes_recipe_does(self) -> None:
+        """deploy/nodes.py explains the values; compose and the recipe must not drift apart."""
+        cluster = re.search(r"cluster\s*\{(.*)\}", uncommented(NATS_DIR / "cluster.conf"), re.S)
+        assert cluster is not None
+        assert re.search(rf'ping_interval:\s*"{ROUTE_PING_INTERVAL}"', cluster.group(1))
+        assert re.search(rf"ping_max:\s*{ROUTE_PING_MAX}\b", cluster.group(1))
 
     def test_jetstream_fsyncs_before_every_acknowledgement(self) -> None:
         layout = uncommented(NATS_DIR / "nats-server.conf")

@@ -1,4 +1,5 @@
-"""The log-end look-up (projections/log_end.py): shared by every caller, never stale for one."""
+"""The log-end look-up (projections/log_end.py): shared by every caller, never stale for one,
+never below a position known to exist."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import asyncio
 
 import pytest
 
+from events.contract.errors import InvalidRequest, LogEndBehind
+from events.contract.headers import CONSISTENCY, MIN_POSITION
 from projections.log_end import LogEnd
+from projections.position_watcher import PositionWatcher
+from services.consistency import ReadPositions
 
 
 class Stream:
@@ -76,3 +81,78 @@ async def test_a_failed_lookup_fails_its_callers_and_the_next_one_tries_again() 
     with pytest.raises(ConnectionError):
         await log_end.fresh()
     assert await log_end.fresh() == 7
+
+
+class Answers:
+    """A look-up that answers from a list, one answer per look-up (the last one repeated)."""
+
+    def __init__(self, *answers: int) -> None:
+        self.answers = list(answers)
+        self.lookups = 0
+
+    async def lookup(self) -> int:
+        self.lookups += 1
+        return self.answers[min(self.lookups, len(self.answers)) - 1]
+
+
+async def test_an_answer_below_a_known_position_is_asked_again() -> None:
+    """A server with stale state (a deposed leader, not yet told) said 71 where 720 exists."""
+    answers = Answers(71, 71, 725)
+    log_end = LogEnd(answers.lookup, stale_retry_delays_s=(0, 0, 0))
+    log_end.saw(720)
+    assert await log_end.fresh() == 725
+    assert answers.lookups == 3
+    assert log_end.known == 725
+
+
+async def test_an_end_below_a_known_position_every_time_is_retryable_never_used() -> None:
+    answers = Answers(71)
+    log_end = LogEnd(answers.lookup, stale_retry_delays_s=(0, 0))
+    log_end.saw(720)
+    with pytest.raises(LogEndBehind) as raised:
+        await log_end.fresh()
+    assert raised.value.status == 503
+    assert answers.lookups == 3  # the first answer and one per retry
+    assert log_end.known == 720  # the stale answer moved nothing back
+
+
+async def test_an_answer_at_or_above_everything_known_is_taken_at_once() -> None:
+    answers = Answers(720, 800)
+    log_end = LogEnd(answers.lookup, stale_retry_delays_s=(0, 0))
+    log_end.saw(720)
+    assert await log_end.fresh() == 720
+    assert answers.lookups == 1
+
+
+class TestReadIndex:
+    """services/consistency.py on top of LogEnd: what a query waits for, or why not."""
+
+    @staticmethod
+    def positions(answers: Answers, seen: int) -> ReadPositions:
+        log_end = LogEnd(answers.lookup, stale_retry_delays_s=(0, 0))
+        log_end.saw(seen)  # e.g. a command this instance answered, or its projector's progress
+        return ReadPositions(PositionWatcher(), log_end, start=0)
+
+    async def test_a_stale_end_below_the_clients_known_position_is_503_not_422(self) -> None:
+        """The client's position exists (this instance has seen it): refusing it as beyond the
+        log would tell the client its own write does not exist."""
+        positions = self.positions(Answers(71), seen=720)
+        with pytest.raises(LogEndBehind) as raised:
+            await positions.wanted({MIN_POSITION: "720"})
+        assert raised.value.status == 503
+
+    async def test_a_linearizable_read_never_takes_a_stale_index(self) -> None:
+        positions = self.positions(Answers(71, 730), seen=720)
+        assert await positions.wanted({}) == 730
+
+    async def test_a_position_beyond_anything_ever_seen_is_still_refused(self) -> None:
+        positions = self.positions(Answers(730), seen=720)
+        with pytest.raises(InvalidRequest) as raised:
+            await positions.wanted({MIN_POSITION: "900"})
+        assert raised.value.status == 422
+
+    async def test_eventual_reads_ask_nothing_of_the_log(self) -> None:
+        answers = Answers(71)
+        positions = self.positions(answers, seen=720)
+        assert await positions.wanted({MIN_POSITION: "700", CONSISTENCY: "eventual"}) == 700
+        assert answers.lookups == 0

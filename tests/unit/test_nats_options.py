@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import trustme
@@ -15,8 +16,9 @@ from faststream.nats.security import (
     NatsToken,
     NatsUserPassword,
 )
+from nats.aio.client import Server as NatsServer
 
-from services.nats_options import broker_security, connect_options, inbox_prefix
+from services.nats_options import ServerChoice, broker_security, connect_options, inbox_prefix
 from services.settings import Settings
 
 
@@ -160,3 +162,45 @@ class TestTwoRoles:
     def test_log_secrets_stay_out_of_the_repr(self) -> None:
         settings = Settings(nats_log_user="flows-log", nats_log_password="s3cret", nats_log_token=None)
         assert "s3cret" not in repr(settings)
+
+
+class TestServerChoice:
+    """After a lost connection the other servers are tried first: a hung one accepts TCP in its
+    kernel and costs a whole connect timeout."""
+
+    @staticmethod
+    def pool(*reconnects: int) -> list[NatsServer]:
+        return [
+            NatsServer(uri=urlparse(f"nats://127.0.0.1:{4222 + n}"), reconnects=r)
+            for n, r in enumerate(reconnects)
+        ]
+
+    @staticmethod
+    def choice_on(server: NatsServer) -> ServerChoice:
+        choice = ServerChoice(reconnect_time_wait_s=0.5)
+
+        class Connected:
+            connected_url = server.uri
+
+        choice.connected_to(Connected())  # type: ignore[arg-type]
+        return choice
+
+    def test_the_lost_server_is_never_tried_first(self) -> None:
+        servers = self.pool(0, 0, 0)
+        choice = self.choice_on(servers[0])
+        picked = {choice(servers, {})[0].uri.port for _ in range(200)}  # type: ignore[union-attr]
+        assert picked == {4223, 4224}  # both others, at random: instances spread
+
+    def test_once_the_others_failed_the_lost_one_is_tried_too_after_a_wait(self) -> None:
+        servers = self.pool(0, 1, 1)
+        choice = self.choice_on(servers[0])
+        ports = {choice(servers, {})[0].uri.port for _ in range(200)}  # type: ignore[union-attr]
+        assert ports == {4222, 4223, 4224}
+        servers = self.pool(1, 1, 1)
+        chosen, wait = choice(servers, {})
+        assert chosen is not None and wait == 0.5
+
+    def test_a_server_never_tried_is_asked_at_once(self) -> None:
+        servers = self.pool(0, 0)
+        choice = self.choice_on(servers[1])
+        assert choice(servers, {}) == (servers[0], 0.0)
