@@ -61,6 +61,14 @@ class Burst:
         self.stop = asyncio.Event()
         self.progress = asyncio.Event()  # set on every acknowledgement
         self.acknowledged_at: list[float] = []  # time.monotonic() of each acknowledgement
+        self.tasks: list[asyncio.Task[None]] = []  # the workers, once `workers` started them
+
+    async def halt(self) -> None:
+        """Stop the workers and wait until none has a command in flight: a command answered
+        while the log is being read for a check would be acknowledged but not yet seen."""
+        self.stop.set()
+        if self.tasks:
+            await asyncio.wait(self.tasks)
 
     @property
     def acknowledged(self) -> dict[str, Sent]:
@@ -121,6 +129,7 @@ class Burst:
 async def workers(burst: Burst, count: int = 6) -> AsyncIterator[list[asyncio.Task[None]]]:
     """`count` workers of the burst; on exit they are stopped and none may have failed."""
     tasks = [asyncio.create_task(burst.worker(n)) for n in range(count)]
+    burst.tasks = tasks
     try:
         yield tasks
     finally:
@@ -135,7 +144,9 @@ async def workers(burst: Burst, count: int = 6) -> AsyncIterator[list[asyncio.Ta
 
 async def assert_exactly_once(client: FlowsClient, burst: Burst) -> list[dict[str, Any]]:
     """Every acknowledged command is in the log once; retried with its id, each command gets
-    its original reply (acknowledged) or takes effect once (unknown). Returns the log's events."""
+    its original reply (acknowledged) or takes effect once (unknown). Returns the log's events.
+    The workers are halted first: the log is read with no command in flight."""
+    await burst.halt()
     counts = command_ids(await log_events(client))
     for msg_id, command in burst.acknowledged.items():
         assert counts[msg_id] == 1, (msg_id, command, counts[msg_id])
