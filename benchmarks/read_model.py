@@ -19,7 +19,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks.synthetic import tags_of
-from events.model import flow_document_bytes
+from events import jsoncodec
+from events.model import flow_document
 from events.timefmt import utcnow
 from projections.projector import move_checkpoint
 from projections.store import configure_engine, create_schema
@@ -78,5 +79,5 @@ def _flow_row(index: int, occurred: datetime) -> dict[str, Any]:
         "created": occurred,
         "updated": occurred,
         "version": index + 1,
-        "document": flow_document_bytes(flow_id, occurred, occurred, name, tags, None),
+        "document": jsoncodec.dumps(flow_document(flow_id, occurred, occurred, name, tags, None)),
     }

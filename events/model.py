@@ -160,14 +160,3 @@ def flow_document(
         "labels": labels,
     }
 
-
-def flow_document_bytes(
-    flow_id: str,
-    created: datetime,
-    updated: datetime,
-    name: str,
-    tags: list[str],
-    labels: dict[str, Any] | None,
-) -> bytes:
-    """`flow_document` as the bytes a reply carries (what the read model stores per flow)."""
-    return jsoncodec.dumps(flow_document(flow_id, created, updated, name, tags, labels))

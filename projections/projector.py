@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from events import jsoncodec
 from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
-from events.model import RecordedEvent, decode_event, flow_document_bytes
+from events.model import RecordedEvent, decode_event, flow_document
 from projections.dialect import dialect_of
 from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
@@ -186,7 +187,9 @@ async def _created(
                 "created": when,
                 "updated": when,
                 "version": recorded.position,
-                "document": flow_document_bytes(event.flow_id, when, when, name, tags, labels),
+                "document": jsoncodec.dumps(
+                    flow_document(event.flow_id, when, when, name, tags, labels)
+                ),
             }
         )
         tag_rows.extend(_tag_rows(event.flow_id, tags))
@@ -221,8 +224,8 @@ async def _updated(
     for flow_id, values in latest.items():
         if (row := existing.get(flow_id)) is not None:
             tags = values.get("b_tags", row.tags)
-            values["b_document"] = flow_document_bytes(
-                flow_id, row.created, values["b_updated"], row.name, tags, row.labels
+            values["b_document"] = jsoncodec.dumps(
+                flow_document(flow_id, row.created, values["b_updated"], row.name, tags, row.labels)
             )
     plain = [v for fid, v in latest.items() if fid in existing and "b_tags" not in v]
     tagged = [v for fid, v in latest.items() if fid in existing and "b_tags" in v]

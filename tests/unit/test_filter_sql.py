@@ -25,13 +25,14 @@ from sqlalchemy import Table, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from events import jsoncodec
 from events.contract.queries import (
     parse_bulk_delete_request,
     parse_count_request,
     parse_filter_request,
     parse_paginate_request,
 )
-from events.model import flow_document_bytes
+from events.model import flow_document
 from projections.filter_sql import flows_where
 from projections.queries import (
     count_flows,
@@ -126,8 +127,8 @@ class Seed:
             "version": len(self.rows.get("flow", ())) + 1,
         }
         values["id"] = flow_id or str(uuid.uuid4())
-        values["document"] = flow_document_bytes(
-            values["id"], created, values["updated"], name, list(tags), labels
+        values["document"] = jsoncodec.dumps(
+            flow_document(values["id"], created, values["updated"], name, list(tags), labels)
         )
         new_id = self._add(flow, name, **values)
         for tag in sorted(set(tags)):
