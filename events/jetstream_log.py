@@ -532,7 +532,9 @@ async def open_log(
     try:
         yield JetStreamLog(nc, subjects, stream, timeout_s)
     finally:
-        await nc.close()
+        # Bounded: nats-py's close waits for the server to see the socket closed, and a tool
+        # that was interrupted must exit now (its server-side state is ephemeral).
+        await asyncio.wait({asyncio.ensure_future(nc.close())}, timeout=timeout_s)
 
 
 def _nanosecond_time(stamp: str | None) -> datetime | None:

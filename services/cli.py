@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypedDict, cast
@@ -56,6 +58,8 @@ Show = Callable[[Reply, argparse.Namespace], str]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `kill -USR1 <pid>` prints where every thread of a `flows` process is, for one that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (1, see _Parser.error)

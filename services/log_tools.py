@@ -6,8 +6,10 @@ only replay's JSON lines.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -32,6 +34,8 @@ __all__ = ["ReplayFilter", "parse_replay_filter", "rebuild", "replay"]
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+# How long an interrupted `replay --follow` gives its subscription to close before it returns.
+_STOP_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,7 @@ async def _replay(settings: Settings, out: TextIO, err: TextIO, selection: Repla
             bar.reached(last)
         out.flush()
         if selection.follow:
-            await _follow(event_log, subjects, last, selection, out)
+            return await _follow(event_log, subjects, last, selection, out)
     return 0
 
 
@@ -137,15 +141,50 @@ async def _follow(
     after: int,
     selection: ReplayFilter,
     out: TextIO,
-) -> None:
-    """Every event appended after `after`, as it comes, until cancelled (Ctrl-C)."""
-    async for batch in event_log.follow(after):
-        for message in batch:
-            flow_id = subjects.flow_id_of(message.subject)
-            if flow_id is None or (selection.flow_id and flow_id != selection.flow_id):
-                continue  # name claims and stored replies, or another flow's events
-            _print_selected(message, selection, out)
-        out.flush()
+) -> int:
+    """Every event appended after `after`, as it comes, until SIGINT (Ctrl-C) or SIGTERM: then
+    the shell's code for it (130, 143), at once.
+
+    The signals are handled here rather than left to asyncio.run's cancellation of the whole
+    program: nats-py swallows a cancellation that meets it in a flush (`_flush_pending`), and
+    its connection's close can wait on the server, so a cancelled follower could stay running.
+    Instead a signal sets an event; the follower stops, its subscription and connection get a
+    bounded moment to close, and the command returns."""
+    interrupted = asyncio.Event()
+    received: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        interrupted.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    stop = asyncio.ensure_future(interrupted.wait())
+    batches = event_log.follow(after)
+    arriving: asyncio.Future[list[StoredMessage]] | None = None
+    try:
+        while True:
+            arriving = asyncio.ensure_future(anext(batches))
+            await asyncio.wait({arriving, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not arriving.done():  # interrupted while waiting for the next batch
+                arriving.cancel()
+                await asyncio.wait({arriving}, timeout=_STOP_S)
+                return 128 + received[0]
+            for message in arriving.result():
+                flow_id = subjects.flow_id_of(message.subject)
+                if flow_id is None or (selection.flow_id and flow_id != selection.flow_id):
+                    continue  # name claims and stored replies, or another flow's events
+                _print_selected(message, selection, out)
+            out.flush()
+            if stop.done():
+                return 128 + received[0]
+    finally:
+        stop.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        if arriving is None or arriving.done():  # between batches: unsubscribe, boundedly
+            await asyncio.wait({asyncio.ensure_future(batches.aclose())}, timeout=_STOP_S)
 
 
 def _print_selected(message: StoredMessage, selection: ReplayFilter, out: TextIO) -> None:

@@ -8,6 +8,7 @@ without seeing each other's flows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import uuid
@@ -309,8 +310,19 @@ class TestAudit:
             assert seen[0]["position"] > event["position"]
         finally:
             process.send_signal(signal.SIGINT)
-            async with asyncio.timeout(10):
-                await process.wait()
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.send_signal(signal.SIGUSR1)  # its threads' stacks, on its stderr
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await process.wait()
+                process.kill()
+                _, stderr = await process.communicate()
+                raise AssertionError(
+                    f"replay --follow did not stop within 10 s of SIGINT:\n{stderr.decode()}"
+                ) from None
         assert process.returncode == 130
 
     async def test_replay_follow_with_an_end_is_refused(self, served: Target) -> None:
