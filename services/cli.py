@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import signal
 import sys
@@ -59,7 +60,9 @@ Show = Callable[[Reply, argparse.Namespace], str]
 
 def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints where every thread of a `flows` process is, for one that hangs.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # It needs the process's real stderr (a file descriptor); without one, no dumps.
+    with contextlib.suppress(OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (1, see _Parser.error)
