@@ -18,6 +18,7 @@ from events.contract.queries import parse_bulk_delete_request, refuse_unstorable
 from events.contract.replies import Reply, json_reply
 from projections import queries
 from projections.dialect import dialect_of
+from services.consistency import DEFAULT_WAIT_MS
 from services.failures import failure_reply
 from services.started import Started
 from services.waiting import Handler
@@ -53,7 +54,7 @@ class CommandHandlers:
             parts = self._started()
             request = parse_bulk_delete_request(load_json_body(payload))
             positions = parts.positions
-            await positions.wait_for(positions.answered, positions.wait_ms({}))
+            await positions.wait_for(positions.answered, DEFAULT_WAIT_MS)
             async with parts.engine.connect() as conn:
                 rows = await queries.select_flows_for_bulk_delete(
                     conn, request.flows, request.limit
