@@ -48,8 +48,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_service(nats_url: str, data_dir: Path, **env: str) -> Child:
-    """`flows serve` as a child process (it installs uvloop itself), quiet but for warnings."""
+def start_service(nats_url: str, data_dir: Path, *args: str, **env: str) -> Child:
+    """`flows serve [args]` as a child process (it installs uvloop itself), quiet but for
+    warnings."""
     environ = {
         **os.environ,
         "FLOWS_NATS_URL": nats_url,
@@ -57,7 +58,7 @@ def start_service(nats_url: str, data_dir: Path, **env: str) -> Child:
         "FLOWS_LOG_LEVEL": "WARNING",
         **env,
     }
-    process = subprocess.Popen([sys.executable, "-m", "services", "serve"], env=environ)
+    process = subprocess.Popen([sys.executable, "-m", "services", "serve", *args], env=environ)
     return Child("flows serve", process)
 
 
