@@ -133,16 +133,22 @@ async def read_document(conn: AsyncConnection, flow_id: str) -> bytes | None:
     canonical = _canonical_id(flow_id)
     if canonical is None:
         return None
-    return await _one_document(conn, flow.c.id == canonical)
+    return await _one_document(conn, _DOCUMENT_BY_ID, canonical)
 
 
 async def read_document_by_name(conn: AsyncConnection, name: str) -> bytes | None:
     """The reply bytes of the flow with exactly this name, or `None`."""
-    return await _one_document(conn, flow.c.name == name)
+    return await _one_document(conn, _DOCUMENT_BY_NAME, name)
 
 
-async def _one_document(conn: AsyncConnection, where: Any) -> bytes | None:
-    document = (await conn.execute(select(flow.c.document).where(where))).scalar_one_or_none()
+# Built once: a statement object's cache key is computed once, so each read only looks it up.
+_KEY: Final = "key"
+_DOCUMENT_BY_ID: Final = select(flow.c.document).where(flow.c.id == bindparam(_KEY))
+_DOCUMENT_BY_NAME: Final = select(flow.c.document).where(flow.c.name == bindparam(_KEY))
+
+
+async def _one_document(conn: AsyncConnection, query: Select[Any], key: str) -> bytes | None:
+    document = (await conn.execute(query, {_KEY: key})).scalar_one_or_none()
     return None if document is None else bytes(document)
 
 
