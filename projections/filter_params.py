@@ -13,6 +13,7 @@ answers any request of the same shape once it is given that request's values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Hashable
 from datetime import datetime
@@ -73,17 +74,19 @@ def _texts(values: list[Any]) -> list[str]:
     return [str(v) for v in values]
 
 
-def _fields(model: object) -> list[str]:
-    if isinstance(model, BaseModel):
-        return list(type(model).model_fields)
-    return [field.name for field in dataclasses.fields(model)]  # type: ignore[arg-type]
+@functools.cache
+def _fields(kind: Any) -> tuple[str, ...]:
+    if issubclass(kind, BaseModel):
+        return tuple(kind.model_fields)
+    return tuple(field.name for field in dataclasses.fields(kind))
 
 
 def _walk(model: object, path: str, described: Described) -> Hashable:
     described._paths[id(model)] = path
     params = described.params
     shape: list[Hashable] = []
-    for field in _fields(model):
+    kind: Any = type(model)
+    for field in _fields(kind):
         value = getattr(model, field)
         if value is None:
             continue  # absent and null mean the same to every criterion
@@ -93,9 +96,11 @@ def _walk(model: object, path: str, described: Described) -> Hashable:
         elif isinstance(value, list):
             texts = _texts(value)
             plain, with_nul = split_nul(texts)
-            params[name + PLAIN_JSON] = json.dumps(plain)
-            params[name + HEX_JSON] = json.dumps(with_nul)
-            params[name + ALL_JSON] = json.dumps(texts)
+            every = json.dumps(texts)
+            params[name + ALL_JSON] = every
+            # Mostly no value holds U+0000: then the plain ones are all of them.
+            params[name + PLAIN_JSON] = json.dumps(plain) if with_nul else every
+            params[name + HEX_JSON] = json.dumps(with_nul) if with_nul else "[]"
             distinct = len(set(texts))
             params[name + DISTINCT] = distinct
             params[name + TEXT_ARRAY] = texts
