@@ -21,6 +21,7 @@ GIL, so the loop keeps answering meanwhile.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 import time
@@ -97,6 +98,7 @@ class SQLiteDocuments:
     def __init__(self, database: Path) -> None:
         self._database = database
         self._db = _connect(database)
+        self._budget = _Budget(self._db)
         self._dialect = SQLiteDialect_pysqlite()
         self._compiled: OrderedDict[Hashable, _Compiled] = OrderedDict()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
@@ -191,7 +193,7 @@ class SQLiteDocuments:
     async def _run(self, compiled: _Compiled, work: Work[T]) -> T:
         if not compiled.heavy:
             try:
-                return _within_budget(self._db, work)
+                return self._budget.run(self._db, work)
             except _Interrupted:
                 compiled.heavy = True
         self.reader_used += 1
@@ -221,21 +223,31 @@ class SQLiteDocuments:
         self._db.close()
 
 
-def _within_budget(db: sqlite3.Connection, work: Work[T]) -> T:
-    # The thread's CPU time, not the clock: on a busy machine a cheap query can be preempted
-    # for milliseconds, which says nothing about what it costs.
-    deadline = time.thread_time() + IN_PLACE_BUDGET_S
-    db.set_progress_handler(lambda: time.thread_time() > deadline, _PROGRESS_STEPS)
-    try:
-        return work(db)
-    except sqlite3.OperationalError as exc:
-        db.set_progress_handler(None, 0)  # before the ROLLBACK, which must not be interrupted
-        _end_transaction(db)
-        if "interrupt" in str(exc):
-            raise _Interrupted() from exc
-        raise SQLiteBusy(str(exc)) from exc
-    finally:
-        db.set_progress_handler(None, 0)
+class _Budget:
+    """The loop connection's progress handler, installed once (installing one per query costs
+    more than a small query): it interrupts a query past `deadline`, the loop thread's CPU time
+    (not the clock: on a busy machine a cheap query can be preempted for milliseconds, which
+    says nothing about what it costs). Between budgeted queries the deadline is infinite."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.deadline = math.inf
+        db.set_progress_handler(self._past, _PROGRESS_STEPS)
+
+    def _past(self) -> bool:
+        return time.thread_time() > self.deadline
+
+    def run(self, db: sqlite3.Connection, work: Work[T]) -> T:
+        self.deadline = time.thread_time() + IN_PLACE_BUDGET_S
+        try:
+            return work(db)
+        except sqlite3.OperationalError as exc:
+            self.deadline = math.inf  # before the ROLLBACK, which must not be interrupted
+            _end_transaction(db)
+            if "interrupt" in str(exc):
+                raise _Interrupted() from exc
+            raise SQLiteBusy(str(exc)) from exc
+        finally:
+            self.deadline = math.inf
 
 
 def _end_transaction(db: sqlite3.Connection) -> None:
