@@ -167,3 +167,29 @@ async def test_filters_counts_and_pages_answer_byte_for_byte_as_the_general_path
             assert (documents.reader_used > 0) == (where == "on the reader thread")
         finally:
             documents.close()
+
+
+async def test_a_shape_past_its_budget_moves_to_the_reader_thread_until_cheap_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = InMemoryLog()
+    await seeded_with_filters(log)
+    database = tmp_path / "model.db"
+    async with scratch_model(database) as engine:
+        await replay_into(engine, log, SUBJECTS)
+    monkeypatch.setattr(sqlite_reads, "_PROGRESS_STEPS", 1)
+    documents = SQLiteDocuments(database)
+    request = parse_count_request({"flows": {"name": {"like_": "seed"}}})
+    try:
+        monkeypatch.setattr(sqlite_reads, "IN_PLACE_BUDGET_S", 0.0)
+        assert await answers.count_now(documents, request) == b"29"
+        assert documents.reader_used == 1  # interrupted in place, answered on the thread
+        assert await answers.count_now(documents, request) == b"29"
+        assert documents.reader_used == 2  # remembered as heavy: straight to the thread
+        monkeypatch.setattr(sqlite_reads, "IN_PLACE_BUDGET_S", 10.0)
+        assert await answers.count_now(documents, request) == b"29"
+        assert documents.reader_used == 3  # cheap against the new budget: in place next time
+        assert await answers.count_now(documents, request) == b"29"
+        assert documents.reader_used == 3
+    finally:
+        documents.close()
