@@ -14,6 +14,7 @@ projections/sqlite_reads.py runs the same statements on plain `sqlite3`.
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -75,20 +76,25 @@ class Prepared:
 
 class _Statements:
     """The statements built so far, by shape. They hold no values and no connection, so one
-    process-wide cache serves every engine of a dialect (the key names the dialect)."""
+    process-wide cache serves every engine of a dialect (the key names the dialect); a lock
+    keeps it whole should queries ever run on more than one thread."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._built: OrderedDict[Hashable, Select[Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable, build: Callable[[], Select[Any]]) -> Select[Any]:
-        statement = self._built.get(key)
-        if statement is None:
-            statement = self._built[key] = build()
+        with self._lock:
+            statement = self._built.get(key)
+            if statement is not None:
+                self._built.move_to_end(key)
+                return statement
+        statement = build()  # outside the lock: building takes a millisecond
+        with self._lock:
+            self._built[key] = statement
             if len(self._built) > self._size:
                 self._built.popitem(last=False)
-        else:
-            self._built.move_to_end(key)
         return statement
 
 
