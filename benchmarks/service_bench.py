@@ -1,11 +1,15 @@
-"""Request-reply figures for the flows service on this machine.
+"""Request-reply figures for the flows service on this machine, and where its time goes.
 
 Starts its own nats-server (loopback, free port) and one `flows serve` process, seeds flows,
-then measures create, read, filter, count and update with 1 and with N requests in flight,
-and a bare nats-py echo responder as the floor. Prints a table; every figure is measured in
-this run, so ratios hold on a noisy machine.
+then measures create, read, filter, count, paginate and update with 1 and with N requests in
+flight, and a bare nats-py echo responder as the floor. Prints a table; every figure is measured
+in this run, so ratios hold on a noisy machine. `cpu ms/req` is the service process's CPU time
+(user + system, from /proc) per answered request: steadier than req/s when other work shares
+the cores. `--py-spy DIR` records a py-spy profile of the service (raw, one file per operation,
+at N in flight), as docs/profiles.md reads them.
 
     .venv/bin/python -m benchmarks.service_bench [--seconds 3] [--in-flight 32]
+        [--ops read,filter,count] [--py-spy /tmp/profiles]
 """
 
 from __future__ import annotations
@@ -65,7 +69,25 @@ async def measure(
     return len(latencies) / elapsed, p50, p99, errors
 
 
-async def run(seconds: float, in_flight: int) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command = [str(py_spy), "record", "-f", "raw", "-d", str(max(1, round(seconds)))]
+    command += ["-o", str(output), "-p", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run(
+    seconds: float, in_flight: int, ops: list[str] | None = None, profiles: Path | None = None
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="flows-bench-"))
     server = EmbeddedNats(workdir / "nats")
     server.start()
@@ -116,14 +138,34 @@ async def run(seconds: float, in_flight: int) -> None:
                 "flows.query.filter",
                 {"flows": {"tags": {"all_": ["blue"]}, "name": {"like_": "seed"}}, "limit": 200})),
             ("count", lambda i: call("flows.query.count", {"flows": {"tags": {"all_": ["db"]}}})),
+            ("paginate (as filter, page 2)", lambda i: call(
+                "flows.query.paginate",
+                {"flows": {"tags": {"all_": ["blue"]}, "name": {"like_": "seed"}}, "limit": 200,
+                 "page": 2})),
         ]  # fmt: skip
+        if ops:
+            cases = [case for case in cases if case[0].split()[0] in ops]
         print(
-            f"{'operation':44} {'in flight':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+            f"{'operation':44} {'in flight':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'errors':>7} {'cpu ms/req':>10}"
         )
         for name, request in cases:
             for flight in (1, in_flight):
+                spy = None
+                if profiles is not None and flight == in_flight:
+                    output = profiles / f"{name.split()[0]}-{flight}.txt"
+                    spy = _py_spy(service.pid, seconds, output)
+                cpu_before = _cpu_seconds(service.pid)
                 rate, p50, p99, errors = await measure(request, seconds, flight)
-                print(f"{name:44} {flight:>9} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {errors:>7}")
+                cpu = (_cpu_seconds(service.pid) - cpu_before) / max(1.0, rate * seconds)
+                # The echo is answered in this process: the service's CPU says nothing of it.
+                cpu_text = "-" if name.startswith("echo") else f"{cpu * 1000:.2f}"
+                if spy is not None:
+                    spy.wait(60)
+                print(
+                    f"{name:44} {flight:>9} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {errors:>7} "
+                    f"{cpu_text:>10}"
+                )
         await echo_nc.close()
     finally:
         await nc.close()
@@ -136,8 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--ops", default="", help="only these, e.g. read,filter,count")
+    parser.add_argument("--py-spy", type=Path, default=None, help="profiles to this directory")
     args = parser.parse_args()
-    asyncio.run(run(args.seconds, args.in_flight))
+    ops = [op for op in args.ops.split(",") if op] or None
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(args.seconds, args.in_flight, ops, args.py_spy))
 
 
 if __name__ == "__main__":

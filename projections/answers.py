@@ -15,7 +15,20 @@ from events.contract.queries import CountRequest, FilterRequest, PaginateRequest
 from projections import queries
 from projections.sqlite_reads import SQLiteDocuments
 
-__all__ = ["count", "filter", "paginate", "read", "read_by_name", "read_by_name_now", "read_now"]
+_SQLITE = "sqlite"
+
+__all__ = [
+    "count",
+    "count_now",
+    "filter",
+    "filter_now",
+    "paginate",
+    "paginate_now",
+    "read",
+    "read_by_name",
+    "read_by_name_now",
+    "read_now",
+]
 
 
 async def read(conn: AsyncConnection, flow_id: str) -> bytes:
@@ -37,20 +50,43 @@ async def count(conn: AsyncConnection, request: CountRequest) -> bytes:
 async def paginate(conn: AsyncConnection, request: PaginateRequest) -> bytes:
     """Prefect's page: `{results, count, limit, pages, page}`; `pages` is 0 when `limit` is."""
     documents, total = await queries.paginate_documents(conn, request)
+    return _page(request, documents, total)
+
+
+# The same answers from the live SQLite model on plain sqlite3 (projections/sqlite_reads.py;
+# SQLiteBusy sends the caller back to the ones above).
+async def read_now(documents: SQLiteDocuments, flow_id: str) -> bytes:
+    return _found(documents.by_id(flow_id))
+
+
+async def read_by_name_now(documents: SQLiteDocuments, name: str) -> bytes:
+    return _found(documents.by_name(name))
+
+
+async def filter_now(documents: SQLiteDocuments, request: FilterRequest) -> bytes:
+    query = queries.documents_query(
+        _SQLITE, request.filters, request.sort, request.limit, request.offset
+    )
+    return _array([] if query is None else await documents.documents(query))
+
+
+async def count_now(documents: SQLiteDocuments, request: CountRequest) -> bytes:
+    return jsoncodec.dumps(await documents.count(queries.count_query(_SQLITE, request.filters)))
+
+
+async def paginate_now(documents: SQLiteDocuments, request: PaginateRequest) -> bytes:
+    query = queries.documents_query(
+        _SQLITE, request.filters, request.sort, request.limit, request.offset
+    )
+    total = queries.count_query(_SQLITE, request.filters)
+    return _page(request, *await documents.page(query, total))
+
+
+def _page(request: PaginateRequest, documents: list[bytes], total: int) -> bytes:
     pages = math.ceil(total / request.limit) if request.limit else 0
     rest = {"count": total, "limit": request.limit, "pages": pages, "page": request.page}
     # `{"results":[...],` then the rest of the object, exactly as one dumps would write it.
     return b'{"results":' + _array(documents) + b"," + jsoncodec.dumps(rest)[1:]
-
-
-# The same two answers from the live SQLite model, on the loop's thread
-# (projections/sqlite_reads.py; SQLiteBusy sends the caller back to the ones above).
-def read_now(documents: SQLiteDocuments, flow_id: str) -> bytes:
-    return _found(documents.by_id(flow_id))
-
-
-def read_by_name_now(documents: SQLiteDocuments, name: str) -> bytes:
-    return _found(documents.by_name(name))
 
 
 def _found(document: bytes | None) -> bytes:

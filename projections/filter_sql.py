@@ -15,21 +15,23 @@ The rules that decide results (reference §4 and §8):
 
 Value lists are sent as ONE bound parameter (a JSON text on SQLite, an array on PostgreSQL), so
 an `any_` of 100k ids neither hits SQLite's bound-parameter limit nor builds a 100k-node tree.
-JSON tag operators differ per backend, hence the dialect name every entry point takes.
+Every value a request brings is a parameter named after where it sits in the request, its value
+taken from `filter_params.describe` (so a statement built once per shape serves every request
+of that shape: projections/queries.py). JSON tag operators differ per backend, hence the
+dialect name every entry point takes.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID
 
 from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
     FromClause,
+    Integer,
     Select,
     String,
     Text,
@@ -39,7 +41,6 @@ from sqlalchemy import (
     bindparam,
     distinct,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -47,7 +48,8 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.sql.elements import True_
+from sqlalchemy.sql.elements import BindParameter, True_
+from sqlalchemy.types import TypeEngine
 
 from events.contract.filters import (
     DeploymentFilter,
@@ -85,6 +87,16 @@ from events.contract.filters import (
     TaskRunFilterTags,
     WorkPoolFilter,
 )
+from projections.filter_params import (
+    ALL_JSON,
+    DISTINCT,
+    HEX_JSON,
+    PLAIN_JSON,
+    TEXT_ARRAY,
+    Described,
+    describe,
+    split_nul,
+)
 from projections.tables import (
     deployment,
     flow,
@@ -97,6 +109,7 @@ from projections.tables import (
 
 __all__ = [
     "SUPPORTED_DIALECTS",
+    "describe_filters",
     "flow_filter_where",
     "flow_order_by",
     "flows_where",
@@ -107,11 +120,20 @@ SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql"})
 
 Clause = ColumnElement[bool]
 M = TypeVar("M", bound=BaseModel)
+ARRAY_OF_TEXT = ARRAY(Text)
 
 
-def flows_where(filters: FlowFilters, dialect: str) -> Clause | None:
-    """The WHERE clause selecting the flows that match all five groups; `None` = every flow."""
-    sql = _Compiler(dialect)
+def describe_filters(filters: FlowFilters) -> Described:
+    """The shape and the named values of `filters`, as every entry point here binds them."""
+    return describe(filters, "f")
+
+
+def flows_where(
+    filters: FlowFilters, dialect: str, described: Described | None = None
+) -> Clause | None:
+    """The WHERE clause selecting the flows that match all five groups; `None` = every flow.
+    `described` is `describe_filters(filters)` where the caller has it already."""
+    sql = _Compiler(dialect, described or describe_filters(filters))
     clauses: list[Clause | None] = []
     if filters.flows is not None:
         clauses.append(sql.flow(filters.flows))
@@ -127,7 +149,9 @@ def flow_filter_where(flow_filter: FlowFilter | None, dialect: str) -> Clause | 
     return flows_where(FlowFilters(flows=flow_filter), dialect)
 
 
-def tags_only_count(filters: FlowFilters, dialect: str) -> Select[int] | None:
+def tags_only_count(
+    filters: FlowFilters, dialect: str, described: Described | None = None
+) -> Select[int] | None:
     """A faster COUNT for filters that are nothing but `flows.tags.all_`, else `None`.
 
     Such a count needs no `flow` row at all: `flow_tag` holds one row per distinct tag of a
@@ -143,16 +167,16 @@ def tags_only_count(filters: FlowFilters, dialect: str) -> Select[int] | None:
         return None
     if f.tags.is_null_ is not None or not f.tags.all_:
         return None
-    needles = sorted(set(f.tags.all_))
-    matched = _Compiler(dialect).any_(flow_tag.c.tag, needles)
+    sql = _Compiler(dialect, described or describe_filters(filters))
+    matched = sql.any_(flow_tag.c.tag, f.tags, "all_")
     assert matched is not None
-    if len(needles) == 1:
+    if len(set(f.tags.all_)) == 1:  # one distinct value or more: part of the shape
         return select(func.count()).select_from(flow_tag).where(matched)
     having_all = (
         select(flow_tag.c.flow_id)
         .where(matched)
         .group_by(flow_tag.c.flow_id)
-        .having(func.count() == len(needles))
+        .having(func.count() == sql.count(f.tags, "all_"))
         .subquery()
     )
     return select(func.count()).select_from(having_all)
@@ -198,114 +222,125 @@ def _drop_true(clause: Clause | None) -> Clause | None:
     return None if isinstance(clause, True_) else clause
 
 
-def _like(column: ColumnElement[str], value: str | None) -> Clause | None:
-    return column.ilike(f"%{value}%") if value else None
-
-
 def _is_null(column: ColumnElement[Any], value: bool | None) -> Clause | None:
     if value is None:
         return None
     return column.is_(None) if value else column.is_not(None)
 
 
-def _texts(values: Iterable[UUID | str]) -> list[str]:
-    # Ids are stored as canonical lower-case text, exactly what str(UUID) gives.
-    return [str(v) for v in values]
-
-
-def _split_nul(texts: list[str]) -> tuple[list[str], list[str]]:
-    """Values SQLite's JSON functions carry intact, and the others as the upper-case hex of
-    their UTF-8, what SQLite's `hex()` gives for a column.
-
-    `json_each` cuts a string at U+0000 ("nul\\u0000byte" arrives as "nul"), so a value holding
-    one is compared by its bytes instead: `hex(column) IN (...)`, which reads every row (no
-    index) but is only ever built for such values.
-    """
-    plain = [text for text in texts if "\x00" not in text]
-    with_nul = [text.encode().hex().upper() for text in texts if "\x00" in text]
-    return plain, with_nul
-
-
 class _Compiler:
-    """Compiles filter models for one SQL dialect. Each method compiles one (sub-)filter."""
+    """Compiles filter models for one SQL dialect. Each method compiles one (sub-)filter.
 
-    def __init__(self, dialect: str) -> None:
+    A criterion is passed as its owner and field name (`s, "any_"`): its values are bound by
+    the name `described` gives them, with the values `described` holds.
+    """
+
+    def __init__(self, dialect: str, described: Described) -> None:
         if dialect not in SUPPORTED_DIALECTS:
             raise ValueError(f"unsupported SQL dialect {dialect!r}")
         self.postgres = dialect == "postgresql"
+        self._described = described
+
+    # --- bound values ---
+
+    def _param(self, name: str, type_: TypeEngine[Any]) -> BindParameter[Any]:
+        return bindparam(name, self._described.params[name], type_=type_)
+
+    def _name(self, owner: object, field: str) -> str:
+        return self._described.name(owner, field)
+
+    def _json_values(self, name: str) -> Select[Any]:
+        rows = func.json_each(self._param(name, String())).table_valued("value")
+        return select(rows.c.value)
+
+    def _array(self, owner: object, field: str) -> ColumnElement[Any]:
+        return self._param(self._name(owner, field) + TEXT_ARRAY, ARRAY_OF_TEXT)
+
+    def count(self, owner: object, field: str) -> ColumnElement[int]:
+        """How many distinct values `owner.field` holds."""
+        return self._param(self._name(owner, field) + DISTINCT, Integer())
+
+    def like(self, column: ColumnElement[str], owner: object, field: str) -> Clause | None:
+        if not getattr(owner, field):
+            return None
+        return column.ilike(self._param(self._name(owner, field), String()))
+
+    def window(
+        self, column: ColumnElement[datetime], owner: Any, is_null: bool | None = None
+    ) -> Clause | None:
+        """`owner.before_`/`owner.after_` are inclusive; `is_null_` tests the column itself."""
+        return _all(
+            None
+            if owner.before_ is None
+            else column <= self._param(self._name(owner, "before_"), column.type),
+            None
+            if owner.after_ is None
+            else column >= self._param(self._name(owner, "after_"), column.type),
+            _is_null(column, is_null),
+        )
 
     # --- dialect-specific primitives ---
 
-    def _json_values(self, values: Sequence[str]) -> Select[Any]:
-        rows = func.json_each(literal(json.dumps(list(values)), String)).table_valued("value")
-        return select(rows.c.value)
-
-    def _array(self, values: Sequence[str]) -> ColumnElement[Any]:
-        return bindparam(None, list(values), type_=ARRAY(Text))
-
-    def any_(
-        self, column: ColumnElement[Any], values: Sequence[UUID | str] | None
-    ) -> Clause | None:
+    def any_(self, column: ColumnElement[Any], owner: object, field: str) -> Clause | None:
+        values = getattr(owner, field)
         if values is None:
             return None
-        texts = _texts(values)
         if self.postgres:
-            return column == any_(self._array(texts))
-        plain, with_nul = _split_nul(texts)
-        found = column.in_(self._json_values(plain))
+            return column == any_(self._array(owner, field))
+        name = self._name(owner, field)
+        plain, with_nul = split_nul([str(v) for v in values])
+        found = column.in_(self._json_values(name + PLAIN_JSON))
         if not with_nul:
             return found
-        by_bytes = func.hex(column).in_(self._json_values(with_nul))
+        by_bytes = func.hex(column).in_(self._json_values(name + HEX_JSON))
         return or_(found, by_bytes) if plain else by_bytes
 
-    def not_any_(
-        self, column: ColumnElement[Any], values: Sequence[UUID | str] | None
-    ) -> Clause | None:
+    def not_any_(self, column: ColumnElement[Any], owner: object, field: str) -> Clause | None:
+        values = getattr(owner, field)
         if not values:
             return None
-        texts = _texts(values)
         if self.postgres:
-            return column != all_(self._array(texts))
-        plain, with_nul = _split_nul(texts)
-        kept = column.not_in(self._json_values(plain))
+            return column != all_(self._array(owner, field))
+        name = self._name(owner, field)
+        plain, with_nul = split_nul([str(v) for v in values])
+        kept = column.not_in(self._json_values(name + PLAIN_JSON))
         if not with_nul:
             return kept
         # `hex(NULL)` is '', which no value matches: `IS NOT NULL` keeps SQL's rule that a NULL
         # key is never NOT IN anything.
         return and_(
             kept if plain else column.is_not(None),
-            func.hex(column).not_in(self._json_values(with_nul)),
+            func.hex(column).not_in(self._json_values(name + HEX_JSON)),
         )
 
-    def tags_all(self, column: ColumnElement[Any], tags: Sequence[str] | None) -> Clause | None:
+    def tags_all(self, column: ColumnElement[Any], owner: object, field: str) -> Clause | None:
         """JSON list ⊇ tags (duplicates in either list do not count)."""
-        if not tags:
+        if not getattr(owner, field):
             return None
-        needles = sorted(set(tags))
         if self.postgres:
-            has_all: Clause = type_coerce(column, JSONB).has_all(self._array(needles))
+            has_all: Clause = type_coerce(column, JSONB).has_all(self._array(owner, field))
             return has_all
         items = func.json_each(column).table_valued("value")
         found = (
             select(func.count(distinct(items.c.value)))
             .select_from(items)
-            .where(items.c.value.in_(self._json_values(needles)))
+            .where(items.c.value.in_(self._json_values(self._name(owner, field) + ALL_JSON)))
             .scalar_subquery()
         )
-        return found == len(needles)
+        return found == self.count(owner, field)
 
-    def tags_any(self, column: ColumnElement[Any], tags: Sequence[str] | None) -> Clause | None:
+    def tags_any(self, column: ColumnElement[Any], owner: object, field: str) -> Clause | None:
         """JSON list ∩ tags ≠ ∅; `[]` matches nothing."""
-        if tags is None:
+        if getattr(owner, field) is None:
             return None
         if self.postgres:
-            has_any: Clause = type_coerce(column, JSONB).has_any(self._array(list(tags)))
+            has_any: Clause = type_coerce(column, JSONB).has_any(self._array(owner, field))
             return has_any
         items = func.json_each(column).table_valued("value")
         return (
             select(literal_column("1"))
             .select_from(items)
-            .where(items.c.value.in_(self._json_values(list(tags))))
+            .where(items.c.value.in_(self._json_values(self._name(owner, field) + ALL_JSON)))
             .exists()
         )
 
@@ -334,7 +369,7 @@ class _Compiler:
         )
 
     def _flow_id(self, s: FlowFilterId) -> Clause | None:
-        return _all(self.any_(flow.c.id, s.any_), self.not_any_(flow.c.id, s.not_any_))
+        return _all(self.any_(flow.c.id, s, "any_"), self.not_any_(flow.c.id, s, "not_any_"))
 
     def _flow_deployment(self, s: FlowFilterDeployment) -> Clause | None:
         if s.is_null_ is None:
@@ -343,21 +378,20 @@ class _Compiler:
         return flow.c.id.not_in(deployed) if s.is_null_ else flow.c.id.in_(deployed)
 
     def _flow_name(self, s: FlowFilterName) -> Clause | None:
-        return _all(self.any_(flow.c.name, s.any_), _like(flow.c.name, s.like_))
+        return _all(self.any_(flow.c.name, s, "any_"), self.like(flow.c.name, s, "like_"))
 
     def _flow_tags(self, s: FlowFilterTags) -> Clause | None:
-        return _combine([self._flow_tags_all(s.all_), _flow_tags_empty(s.is_null_)], s.operator)
+        return _combine([self._flow_tags_all(s), _flow_tags_empty(s.is_null_)], s.operator)
 
-    def _flow_tags_all(self, tags: list[str] | None) -> Clause | None:
+    def _flow_tags_all(self, s: FlowFilterTags) -> Clause | None:
         # `flow_tag` holds one row per distinct tag of a flow: a flow has every needle when as
         # many of its rows match as there are distinct needles. Correlated (a primary-key probe
         # per candidate flow) rather than `id IN (flows having all)`: that form builds the whole
         # set of tagged flows first (0.5 s for a common tag over 1M flows), while this one lets
         # a sorted, limited filter stop after its page (~1 ms).
-        if not tags:
+        if not s.all_:
             return None
-        needles = sorted(set(tags))
-        matched = self.any_(flow_tag.c.tag, needles)
+        matched = self.any_(flow_tag.c.tag, s, "all_")
         assert matched is not None
         present = (
             select(func.count())
@@ -365,7 +399,7 @@ class _Compiler:
             .where(flow_tag.c.flow_id == flow.c.id, matched)
             .correlate(flow)
         )
-        return present.scalar_subquery() == len(needles)
+        return present.scalar_subquery() == self.count(s, "all_")
 
     # --- deployments + work pools: one EXISTS over one deployment row ---
 
@@ -405,15 +439,17 @@ class _Compiler:
 
     def _deployment_id(self, s: DeploymentFilterId) -> Clause | None:
         c = deployment.c
-        return _all(self.any_(c.id, s.any_), self.not_any_(c.id, s.not_any_))
+        return _all(self.any_(c.id, s, "any_"), self.not_any_(c.id, s, "not_any_"))
 
     def _deployment_name(self, s: DeploymentFilterName) -> Clause | None:
-        return _all(self.any_(deployment.c.name, s.any_), _like(deployment.c.name, s.like_))
+        return _all(
+            self.any_(deployment.c.name, s, "any_"), self.like(deployment.c.name, s, "like_")
+        )
 
     def _flow_or_deployment_name(self, s: DeploymentOrFlowNameFilter) -> Clause | None:
         # Prefect tests the deployment's own flow: inside the EXISTS, that is the outer row.
-        by_deployment = _like(deployment.c.name, s.like_)
-        by_flow = _like(flow.c.name, s.like_)
+        by_deployment = self.like(deployment.c.name, s, "like_")
+        by_flow = self.like(flow.c.name, s, "like_")
         if by_deployment is None or by_flow is None:
             return None
         return or_(by_deployment, by_flow)
@@ -425,22 +461,22 @@ class _Compiler:
         tags = deployment.c.tags
         return _combine(
             [
-                self.tags_all(tags, s.all_),
-                self.tags_any(tags, s.any_),
+                self.tags_all(tags, s, "all_"),
+                self.tags_any(tags, s, "any_"),
                 self.tags_empty(tags, s.is_null_),
             ],
             s.operator,
         )
 
     def _deployment_work_queue_name(self, s: DeploymentFilterWorkQueueName) -> Clause | None:
-        return self.any_(deployment.c.work_queue_name, s.any_)
+        return self.any_(deployment.c.work_queue_name, s, "any_")
 
     def work_pool(self, f: WorkPoolFilter) -> Clause | None:
         return _combine(
             [
-                _sub(f.id, lambda s: self.any_(work_pool.c.id, s.any_)),
-                _sub(f.name, lambda s: self.any_(work_pool.c.name, s.any_)),
-                _sub(f.type, lambda s: self.any_(work_pool.c.type, s.any_)),
+                _sub(f.id, lambda s: self.any_(work_pool.c.id, s, "any_")),
+                _sub(f.name, lambda s: self.any_(work_pool.c.name, s, "any_")),
+                _sub(f.type, lambda s: self.any_(work_pool.c.type, s, "any_")),
             ],
             f.operator,
         )
@@ -474,16 +510,16 @@ class _Compiler:
                 _sub(f.deployment_id, self._flow_run_deployment_id),
                 _sub(f.work_queue_name, self._flow_run_work_queue_name),
                 _sub(f.state, self._flow_run_state),
-                _sub(f.flow_version, lambda s: self.any_(c.flow_version, s.any_)),
-                _sub(f.start_time, _flow_run_start_time),
-                _sub(f.end_time, lambda s: _window(c.end_time, s.before_, s.after_, s.is_null_)),
+                _sub(f.flow_version, lambda s: self.any_(c.flow_version, s, "any_")),
+                _sub(f.start_time, self._flow_run_start_time),
+                _sub(f.end_time, lambda s: self.window(c.end_time, s, s.is_null_)),
                 _sub(
                     f.expected_start_time,
-                    lambda s: _window(c.expected_start_time, s.before_, s.after_),
+                    lambda s: self.window(c.expected_start_time, s),
                 ),
                 _sub(
                     f.next_scheduled_start_time,
-                    lambda s: _window(c.next_scheduled_start_time, s.before_, s.after_),
+                    lambda s: self.window(c.next_scheduled_start_time, s),
                 ),
                 _sub(f.parent_flow_run_id, self._flow_run_parent_flow_run_id),
                 _sub(f.parent_task_run_id, self._flow_run_parent_task_run_id),
@@ -495,17 +531,17 @@ class _Compiler:
 
     def _flow_run_id(self, s: FlowRunFilterId) -> Clause | None:
         c = flow_run.c
-        return _all(self.any_(c.id, s.any_), self.not_any_(c.id, s.not_any_))
+        return _all(self.any_(c.id, s, "any_"), self.not_any_(c.id, s, "not_any_"))
 
     def _flow_run_name(self, s: FlowRunFilterName) -> Clause | None:
-        return _all(self.any_(flow_run.c.name, s.any_), _like(flow_run.c.name, s.like_))
+        return _all(self.any_(flow_run.c.name, s, "any_"), self.like(flow_run.c.name, s, "like_"))
 
     def _flow_run_tags(self, s: FlowRunFilterTags) -> Clause | None:
         tags = flow_run.c.tags
         return _combine(
             [
-                self.tags_all(tags, s.all_),
-                self.tags_any(tags, s.any_),
+                self.tags_all(tags, s, "all_"),
+                self.tags_any(tags, s, "any_"),
                 self.tags_empty(tags, s.is_null_),
             ],
             s.operator,
@@ -513,11 +549,11 @@ class _Compiler:
 
     def _flow_run_deployment_id(self, s: FlowRunFilterDeploymentId) -> Clause | None:
         column = flow_run.c.deployment_id
-        return _combine([self.any_(column, s.any_), _is_null(column, s.is_null_)], s.operator)
+        return _combine([self.any_(column, s, "any_"), _is_null(column, s.is_null_)], s.operator)
 
     def _flow_run_work_queue_name(self, s: FlowRunFilterWorkQueueName) -> Clause | None:
         column = flow_run.c.work_queue_name
-        return _combine([self.any_(column, s.any_), _is_null(column, s.is_null_)], s.operator)
+        return _combine([self.any_(column, s, "any_"), _is_null(column, s.is_null_)], s.operator)
 
     def _flow_run_state(self, s: FlowRunFilterState) -> Clause | None:
         # Unlike other parents, the state filter skips parts that yield nothing (TRUE), so
@@ -527,43 +563,50 @@ class _Compiler:
         if s.type is not None:
             parts.append(
                 _all(
-                    self.any_(c.state_type, s.type.any_),
-                    self.not_any_(c.state_type, s.type.not_any_),
+                    self.any_(c.state_type, s.type, "any_"),
+                    self.not_any_(c.state_type, s.type, "not_any_"),
                 )
             )
         if s.name is not None:
             parts.append(
                 _all(
-                    self.any_(c.state_name, s.name.any_),
-                    self.not_any_(c.state_name, s.name.not_any_),
+                    self.any_(c.state_name, s.name, "any_"),
+                    self.not_any_(c.state_name, s.name, "not_any_"),
                 )
             )
         return _combine(parts, s.operator)
+
+    def _flow_run_start_time(self, s: FlowRunFilterStartTime) -> Clause | None:
+        # Prefect bounds a run's start, or its scheduled start while it has not started;
+        # `is_null_` looks at the real start only.
+        started = flow_run.c.start_time
+        start_or_expected = func.coalesce(started, flow_run.c.expected_start_time)
+        return _all(self.window(start_or_expected, s), _is_null(started, s.is_null_))
 
     def _flow_run_parent_flow_run_id(self, s: FlowRunFilterParentFlowRunId) -> Clause | None:
         """Subflow runs of the given runs: the run's parent task ran inside one of them."""
         if s.any_ is None:
             return None
         parent_task = task_run.alias("parent_task")
-        in_parents = self.any_(parent_task.c.flow_run_id, s.any_)
+        in_parents = self.any_(parent_task.c.flow_run_id, s, "any_")
         assert in_parents is not None
         tasks = select(parent_task.c.id).where(in_parents)
         return _combine([flow_run.c.parent_task_run_id.in_(tasks)], s.operator)
 
     def _flow_run_parent_task_run_id(self, s: FlowRunFilterParentTaskRunId) -> Clause | None:
         column = flow_run.c.parent_task_run_id
-        return _combine([self.any_(column, s.any_), _is_null(column, s.is_null_)], s.operator)
+        return _combine([self.any_(column, s, "any_"), _is_null(column, s.is_null_)], s.operator)
 
     def _flow_run_idempotency_key(self, s: FlowRunFilterIdempotencyKey) -> Clause | None:
         column = flow_run.c.idempotency_key
-        return _all(self.any_(column, s.any_), self.not_any_(column, s.not_any_))
+        return _all(self.any_(column, s, "any_"), self.not_any_(column, s, "not_any_"))
 
     def _flow_run_created_by(self, s: FlowRunFilterCreatedBy) -> Clause | None:
         created_by = flow_run.c.created_by
         return _combine(
             [
-                self.any_(created_by["id"].as_string(), s.id_),
-                self.any_(created_by["type"].as_string(), s.type_),
+                self.any_(created_by["id"].as_string(), s, "id_"),
+                self.any_(created_by["type"].as_string(), s, "type_"),
                 _is_null(created_by, s.is_null_),
             ],
             s.operator,
@@ -573,17 +616,15 @@ class _Compiler:
         c = task_run.c
         return _combine(
             [
-                _sub(f.id, lambda s: self.any_(c.id, s.any_)),
+                _sub(f.id, lambda s: self.any_(c.id, s, "any_")),
                 _sub(f.name, self._task_run_name),
                 _sub(f.tags, self._task_run_tags),
                 _sub(f.state, self._task_run_state),
-                _sub(
-                    f.start_time, lambda s: _window(c.start_time, s.before_, s.after_, s.is_null_)
-                ),
-                _sub(f.end_time, lambda s: _window(c.end_time, s.before_, s.after_, s.is_null_)),
+                _sub(f.start_time, lambda s: self.window(c.start_time, s, s.is_null_)),
+                _sub(f.end_time, lambda s: self.window(c.end_time, s, s.is_null_)),
                 _sub(
                     f.expected_start_time,
-                    lambda s: _window(c.expected_start_time, s.before_, s.after_),
+                    lambda s: self.window(c.expected_start_time, s),
                 ),
                 _sub(f.subflow_runs, _task_run_subflow_runs),
                 _sub(f.flow_run_id, self._task_run_flow_run_id),
@@ -592,12 +633,12 @@ class _Compiler:
         )
 
     def _task_run_name(self, s: TaskRunFilterName) -> Clause | None:
-        return _all(self.any_(task_run.c.name, s.any_), _like(task_run.c.name, s.like_))
+        return _all(self.any_(task_run.c.name, s, "any_"), self.like(task_run.c.name, s, "like_"))
 
     def _task_run_tags(self, s: TaskRunFilterTags) -> Clause | None:
         tags = task_run.c.tags
         return _combine(
-            [self.tags_all(tags, s.all_), self.tags_empty(tags, s.is_null_)], s.operator
+            [self.tags_all(tags, s, "all_"), self.tags_empty(tags, s.is_null_)], s.operator
         )
 
     def _task_run_state(self, s: TaskRunFilterState) -> Clause | None:
@@ -605,9 +646,9 @@ class _Compiler:
         # `any_`, that means: a part without `any_` is skipped (it is not TRUE).
         parts: list[Clause | None] = []
         if s.type is not None:
-            parts.append(self.any_(task_run.c.state_type, s.type.any_))
+            parts.append(self.any_(task_run.c.state_type, s.type, "any_"))
         if s.name is not None:
-            parts.append(self.any_(task_run.c.state_name, s.name.any_))
+            parts.append(self.any_(task_run.c.state_name, s.name, "any_"))
         return _combine(parts, s.operator)
 
     def _task_run_flow_run_id(self, s: TaskRunFilterFlowRunId) -> Clause | None:
@@ -616,32 +657,7 @@ class _Compiler:
             return column.is_(None)
         if s.is_null_ is False and s.any_ is None:
             return column.is_not(None)
-        return _combine([self.any_(column, s.any_)], s.operator)
-
-
-def _window(
-    column: ColumnElement[datetime],
-    before: datetime | None,
-    after: datetime | None,
-    is_null: bool | None = None,
-) -> Clause | None:
-    """`before_`/`after_` are inclusive; `is_null_` tests the column itself."""
-    return _all(
-        None if before is None else column <= before,
-        None if after is None else column >= after,
-        _is_null(column, is_null),
-    )
-
-
-def _flow_run_start_time(s: FlowRunFilterStartTime) -> Clause | None:
-    # Prefect bounds a run's start, or its scheduled start while it has not started; `is_null_`
-    # looks at the real start only.
-    started = flow_run.c.start_time
-    start_or_expected = func.coalesce(started, flow_run.c.expected_start_time)
-    return _all(
-        _window(start_or_expected, s.before_, s.after_),
-        _is_null(started, s.is_null_),
-    )
+        return _combine([self.any_(column, s, "any_")], s.operator)
 
 
 def _flow_tags_empty(is_null: bool | None) -> Clause | None:

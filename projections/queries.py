@@ -1,24 +1,34 @@
 """The flows read queries: read, read by name, filter, count, paginate, bulk-delete selection.
 
 Each takes an open `AsyncConnection`; the caller owns the engine and the transaction, so one
-snapshot can serve a paginate's two statements. A flow comes back as a dict in Prefect's Flow key
-order (`id, created, updated, name, tags, labels`) plus the read model's `version`; `created` and
-`updated` are aware UTC datetimes, JSON formatting is the caller's job.
+snapshot can serve a paginate's two statements. A flow comes back as a dict in Prefect's Flow
+key order (`id, created, updated, name, tags, labels`) plus the read model's `version`;
+`created` and `updated` are aware UTC datetimes, JSON formatting is the caller's job.
+
+A filter's statement is built once per shape (`documents_query`, `count_query`;
+projections/filter_params.py) and given each request's values when it runs: SQLAlchemy's
+compiled cache then hits every time, and so does PostgreSQL's prepared statement;
+projections/sqlite_reads.py runs the same statements on plain `sqlite3`.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import BigInteger, Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.contract.filters import FlowFilter, FlowFilters, FlowSort
 from events.contract.queries import FilterRequest, PaginateRequest
+from projections.filter_params import Described
 from projections.filter_sql import (
-    flow_filter_where,
+    describe_filters,
     flow_order_by,
     flows_where,
     tags_only_count,
@@ -26,7 +36,10 @@ from projections.filter_sql import (
 from projections.tables import flow
 
 __all__ = [
+    "Prepared",
     "count_flows",
+    "count_query",
+    "documents_query",
     "filter_flows",
     "paginate_flows",
     "read_flow",
@@ -45,6 +58,47 @@ _COLUMNS: Final = (
 )
 # Both backends take OFFSET as a signed 64-bit integer; a larger (valid) offset is past any row.
 _MAX_OFFSET: Final = 2**63 - 1
+_LIMIT: Final = "page__limit"
+_OFFSET: Final = "page__offset"
+# Statements kept, one per query shape: a few KB each, and a client could make up endless
+# shapes, so the least recently used go.
+_CACHED_SHAPES: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement shared by every request of one shape (`key`), and this request's values."""
+
+    key: Hashable
+    statement: Select[Any]
+    params: dict[str, Any]
+
+
+class _Statements:
+    """The statements built so far, by shape. They hold no values and no connection, so one
+    process-wide cache serves every engine of a dialect (the key names the dialect); a lock
+    keeps it whole should queries ever run on more than one thread."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._built: OrderedDict[Hashable, Select[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Select[Any]]) -> Select[Any]:
+        with self._lock:
+            statement = self._built.get(key)
+            if statement is not None:
+                self._built.move_to_end(key)
+                return statement
+        statement = build()  # outside the lock: building takes a millisecond
+        with self._lock:
+            self._built[key] = statement
+            if len(self._built) > self._size:
+                self._built.popitem(last=False)
+        return statement
+
+
+_STATEMENTS = _Statements(_CACHED_SHAPES)
 
 
 class _HasFilters(Protocol):
@@ -85,16 +139,22 @@ async def read_document(conn: AsyncConnection, flow_id: str) -> bytes | None:
     canonical = _canonical_id(flow_id)
     if canonical is None:
         return None
-    return await _one_document(conn, flow.c.id == canonical)
+    return await _one_document(conn, _DOCUMENT_BY_ID, canonical)
 
 
 async def read_document_by_name(conn: AsyncConnection, name: str) -> bytes | None:
     """The reply bytes of the flow with exactly this name, or `None`."""
-    return await _one_document(conn, flow.c.name == name)
+    return await _one_document(conn, _DOCUMENT_BY_NAME, name)
 
 
-async def _one_document(conn: AsyncConnection, where: Any) -> bytes | None:
-    document = (await conn.execute(select(flow.c.document).where(where))).scalar_one_or_none()
+# Built once: a statement object's cache key is computed once, so each read only looks it up.
+_KEY: Final = "key"
+_DOCUMENT_BY_ID: Final = select(flow.c.document).where(flow.c.id == bindparam(_KEY))
+_DOCUMENT_BY_NAME: Final = select(flow.c.document).where(flow.c.name == bindparam(_KEY))
+
+
+async def _one_document(conn: AsyncConnection, query: Select[Any], key: str) -> bytes | None:
+    document = (await conn.execute(query, {_KEY: key})).scalar_one_or_none()
     return None if document is None else bytes(document)
 
 
@@ -116,10 +176,67 @@ async def paginate_documents(
 async def _read_documents(
     conn: AsyncConnection, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
 ) -> list[bytes]:
-    if limit == 0 or offset > _MAX_OFFSET:
+    query = documents_query(conn.dialect.name, filters, sort, limit, offset)
+    if query is None:
         return []
-    query = _flows_query(conn, filters, sort, limit, offset).with_only_columns(flow.c.document)
-    return [bytes(document) for document in (await conn.execute(query)).scalars()]
+    result = await conn.execute(query.statement, query.params)
+    return [bytes(document) for document in result.scalars()]
+
+
+def documents_query(
+    dialect: str, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
+) -> Prepared | None:
+    """The documents of one page of matching flows, sorted; `None` when the page is empty
+    whatever the model holds."""
+    return _page_query(dialect, filters, sort, limit, offset, (flow.c.document,))
+
+
+def count_query(dialect: str, filters: FlowFilters) -> Prepared:
+    """How many flows match `filters`: one row, one integer."""
+    described = describe_filters(filters)
+    key = ("count", dialect, described.shape)
+    return Prepared(
+        key,
+        _STATEMENTS.get(key, lambda: _count_statement(dialect, filters, described)),
+        described.params,
+    )
+
+
+def _count_statement(dialect: str, filters: FlowFilters, described: Described) -> Select[Any]:
+    fast = tags_only_count(filters, dialect, described)
+    if fast is not None:
+        return fast
+    query = select(func.count()).select_from(flow)
+    where = flows_where(filters, dialect, described)
+    return query if where is None else query.where(where)
+
+
+def _page_query(
+    dialect: str,
+    filters: FlowFilters,
+    sort: FlowSort,
+    limit: int,
+    offset: int,
+    columns: tuple[Any, ...],
+) -> Prepared | None:
+    if limit == 0 or offset > _MAX_OFFSET:
+        return None
+    described = describe_filters(filters)
+    key = ("page", dialect, sort, columns, described.shape)
+
+    def build() -> Select[Any]:
+        query = select(*columns)
+        where = flows_where(filters, dialect, described)
+        if where is not None:
+            query = query.where(where)
+        return (
+            query.order_by(*flow_order_by(sort))
+            .limit(bindparam(_LIMIT, type_=BigInteger))
+            .offset(bindparam(_OFFSET, type_=BigInteger))
+        )
+
+    params = {**described.params, _LIMIT: limit, _OFFSET: offset}
+    return Prepared(key, _STATEMENTS.get(key, build), params)
 
 
 async def read_flow_by_name(conn: AsyncConnection, name: str) -> dict[str, Any] | None:
@@ -128,22 +245,13 @@ async def read_flow_by_name(conn: AsyncConnection, name: str) -> dict[str, Any] 
     return None if row is None else _flow(row)
 
 
-def _flows_query(
-    conn: AsyncConnection, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
-) -> Select[Any]:
-    query = select(*_COLUMNS)
-    where = flows_where(filters, conn.dialect.name)
-    if where is not None:
-        query = query.where(where)
-    return query.order_by(*flow_order_by(sort)).limit(limit).offset(offset)
-
-
 async def _read_page(
     conn: AsyncConnection, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    if limit == 0 or offset > _MAX_OFFSET:
+    query = _page_query(conn.dialect.name, filters, sort, limit, offset, _COLUMNS)
+    if query is None:
         return []
-    result = await conn.execute(_flows_query(conn, filters, sort, limit, offset))
+    result = await conn.execute(query.statement, query.params)
     return [_flow(row) for row in result]
 
 
@@ -154,14 +262,8 @@ async def filter_flows(conn: AsyncConnection, request: FilterRequest) -> list[di
 
 async def count_flows(conn: AsyncConnection, request: _HasFilters) -> int:
     """`POST /flows/count`: how many flows match (any request carrying `filters`)."""
-    fast = tags_only_count(request.filters, conn.dialect.name)
-    if fast is not None:
-        return int((await conn.execute(fast)).scalar_one())
-    query = select(func.count()).select_from(flow)
-    where = flows_where(request.filters, conn.dialect.name)
-    if where is not None:
-        query = query.where(where)
-    return int((await conn.execute(query)).scalar_one())
+    query = count_query(conn.dialect.name, request.filters)
+    return int((await conn.execute(query.statement, query.params)).scalar_one())
 
 
 async def paginate_flows(conn: AsyncConnection, request: PaginateRequest) -> dict[str, Any]:
@@ -182,9 +284,5 @@ async def select_flows_for_bulk_delete(
     conn: AsyncConnection, flow_filter: FlowFilter | None, limit: int
 ) -> list[dict[str, Any]]:
     """Up to `limit` flows matching `flow_filter`, in name order (what bulk delete removes)."""
-    query = select(*_COLUMNS)
-    where = flow_filter_where(flow_filter, conn.dialect.name)
-    if where is not None:
-        query = query.where(where)
-    query = query.order_by(*flow_order_by(FlowSort.NAME_ASC)).limit(limit)
-    return [_flow(row) for row in await conn.execute(query)]
+    filters = FlowFilters(flows=flow_filter)
+    return await _read_page(conn, filters, FlowSort.NAME_ASC, limit, 0)

@@ -33,7 +33,7 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 # A query's answer: the reply's body, already JSON (projections/answers.py).
 Answer = Callable[[AsyncConnection, RequestT], Awaitable[bytes]]
 # The same answer read in place from the live SQLite model (projections/sqlite_reads.py).
-AnswerNow = Callable[[SQLiteDocuments, RequestT], bytes]
+AnswerNow = Callable[[SQLiteDocuments, RequestT], Awaitable[bytes]]
 
 
 class QueryHandlers:
@@ -47,7 +47,7 @@ class QueryHandlers:
         now: AnswerNow[RequestT] | None = None,
     ) -> Handler:
         """The handler of a read-model query: `parse` reads the body, `answer` the model;
-        `now`, where given, answers from the live SQLite model without leaving the loop."""
+        `now`, where given, answers from the live SQLite model on plain sqlite3."""
 
         async def run(connect: Connect, request: RequestT, as_of: int | None = None) -> Reply:
             async with connect() as conn:
@@ -58,7 +58,7 @@ class QueryHandlers:
         async def live(parts: Started, request: RequestT) -> Reply:
             if now is not None and parts.documents is not None:
                 with contextlib.suppress(SQLiteBusy):
-                    return Reply(200, now(parts.documents, request))
+                    return Reply(200, await now(parts.documents, request))
             return await run(parts.engine.connect, request)
 
         async def handle(payload: bytes, headers: Mapping[str, str]) -> Reply | Deferred:
