@@ -1,10 +1,13 @@
-"""Group commit: concurrent appends share one atomic batch, so they share one commit.
+"""Group commit: concurrent multi-message appends share one atomic batch, so they share one commit.
 
-nats-server commits atomic batches on a stream one at a time and fsyncs each (with
-`sync_interval: always`, every write): a few milliseconds apiece, whatever the concurrency. So
-while an append is on its way, the appends that arrive meanwhile wait and then go together as one
-atomic batch — all stored or none, every guard checked at commit. With nothing in flight an
-append is sent at once: a lone request waits for nobody.
+nats-server commits the atomic batches of a stream one at a time, and on a one-replica file
+stream each batch costs a fixed price far above its messages' (it is staged in a store of its
+own on disk: directories made and removed, metadata written with O_SYNC, 4 fsyncs; measured
+13 ms a batch here against 0.6 ms for a plain publish; nats-server server/jetstream_batching.go,
+newBatchStore). So while one batch is on its way, the appends that arrive meanwhile wait and then
+go together as the next atomic batch: one batch per commit, as big as the load makes it — all
+stored or none, every guard checked at commit. With nothing in flight an append is sent at once:
+a lone request waits for nobody.
 
 A combined batch that fails a guard says nothing about which append's guard failed, so its
 appends are then sent one by one, each as its own atomic append: one command's lost race never
@@ -36,49 +39,54 @@ class GroupCommit:
 
     `send` appends one atomic batch and returns the position of its last message; a batch's
     messages take consecutive positions, so each append's own last position follows from it.
-    Up to `pipeline` batches are in flight at once (the next fills while one commits).
+    Up to `pipeline` batches are in flight at once; the default, one, makes every batch hold
+    all that arrived while the previous one committed (the server commits them one at a time
+    anyway, so a second batch in flight only halves the batches' size).
     """
 
-    def __init__(self, send: Send, max_messages: int, pipeline: int = 2) -> None:
+    def __init__(self, send: Send, max_messages: int, pipeline: int = 1) -> None:
         self._send = send
         self._max_messages = max_messages
         self._pipeline = pipeline
         self._queue: deque[_Append] = deque()
-        self._senders: set[asyncio.Task[None]] = set()
+        # Batches on their way, counted synchronously: a slot is free again the moment its
+        # batch is answered, so an append arriving then is never left queued with no sender.
+        self._in_flight = 0
+        self._commits: set[asyncio.Task[None]] = set()
 
     async def append(self, messages: Sequence[AppendMessage]) -> int:
-        if len(self._senders) < self._pipeline and not self._queue:
+        if self._in_flight < self._pipeline and not self._queue:
             # Nothing waiting and room in the pipeline: no reason to wait for company.
-            return await self._send_counted(messages)
+            self._in_flight += 1
+            try:
+                return await self._send(messages)
+            finally:
+                self._release()
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(messages, done))
-        if len(self._senders) < self._pipeline:
-            self._start_sender()
+        self._start_commits()
         return await done
 
-    async def _send_counted(self, messages: Sequence[AppendMessage]) -> int:
-        # A direct send holds a pipeline slot too, so queued appends know a commit is on its
-        # way and wait to ride the next batch.
-        marker = asyncio.current_task()
-        assert marker is not None
-        self._senders.add(marker)
-        try:
-            return await self._send(messages)
-        finally:
-            self._senders.discard(marker)
-            if self._queue and len(self._senders) < self._pipeline:
-                self._start_sender()
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._start_commits()
 
-    def _start_sender(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._drain())
-        self._senders.add(task)
-        task.add_done_callback(self._senders.discard)
-
-    async def _drain(self) -> None:
-        while self._queue:
+    def _start_commits(self) -> None:
+        """Send what is queued as batches while the pipeline has room."""
+        while self._queue and self._in_flight < self._pipeline:
             group = self._take_group()
-            if group:
-                await self._commit(group)
+            if not group:  # every queued append was cancelled
+                return
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._commit_and_release(group))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+
+    async def _commit_and_release(self, group: list[_Append]) -> None:
+        try:
+            await self._commit(group)
+        finally:
+            self._release()
 
     def _take_group(self) -> list[_Append]:
         group: list[_Append] = []

@@ -4,7 +4,7 @@
   all messages are stored or none, and every `Nats-Expected-Last-Subject-Sequence` guard in the
   batch is checked at commit under the stream's lock.
 - A lone message is a plain publish with its guard, which JetStream applies atomically too.
-- Appends made while another is committing are grouped into one atomic batch (group commit).
+- Appends made while a batch is committing are grouped into the next atomic batch (group commit).
 - The writer's reads (the last or first message of a subject) ask the stream leader
   (STREAM.MSG.GET): a decision such as "no such flow" must see every acknowledged append, and a
   direct get answered by a follower may not (a flow acknowledged as created was once reported
@@ -86,7 +86,12 @@ class JetStreamLog:
     """The `EventLog` of the service, over one nats-py connection."""
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, stream: str, timeout_s: float = 5.0
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        stream: str,
+        timeout_s: float = 5.0,
+        pipeline: int = 1,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -96,7 +101,7 @@ class JetStreamLog:
         self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES)
+        self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES, pipeline)
 
     @property
     def subjects(self) -> Subjects:
@@ -144,7 +149,7 @@ class JetStreamLog:
         if len(messages) > MAX_APPEND_MESSAGES:
             raise ValueError(f"an atomic append holds at most {MAX_APPEND_MESSAGES} messages")
         # Concurrent appends share one atomic batch (events/group_commit.py): the server's
-        # serialised, fsynced commit is the write path's limit, not our round trips.
+        # serialised commit of a batch is the write path's limit, not our round trips.
         return await self._group.append(messages)
 
     async def _append_now(self, messages: Sequence[AppendMessage]) -> int:

@@ -7,6 +7,16 @@ A command sent with a command id (`Nats-Msg-Id`) appends its reply in the same a
 events, so a retry finds the reply instead of applying the command twice.
 Each event is chained to the message its flow's subject held last (events/chain.py); the append's
 guard on that message's position is what makes the link exact.
+
+What a command costs (tests/unit/test_writer.py TestRoundTrips counts it): a create or an update,
+with or without a command id, is one read of the stream leader (the name's claim, or the flow's
+head) and one append, whose guard needs the position that read found: the minimum. The stored
+reply rides in the append's atomic batch and is only read when a guard fails (a retry). Under
+load the append is shared with concurrent commands (events/group_commit.py). On nats-server an
+append of several messages (a create; anything with a command id) is an atomic batch; with
+`sync_interval: always` on a one-replica file stream, `strace -f -c` counts 4 fsyncs and 2 O_SYNC
+writes per batch (the batch is staged in a store of its own), whatever its size; an update
+without a command id is one plain publish, one fsync.
 """
 
 from __future__ import annotations
@@ -104,10 +114,10 @@ class FlowWriter:
         """Run one command: the reply it got before if its command id (`Nats-Msg-Id`) ran
         already, else decide against the log and append under guards. Refusals raise
         FlowsError (FlowNotFound, ConcurrencyConflict, LogUnavailable) and change nothing."""
-        if command_id is not None:
-            stored = await self.stored_reply(command_id)
-            if stored is not None:
-                return CommandResult.stored(stored)
+        # No look-up of a stored reply first: every append of a command with an id carries its
+        # reply guarded on an empty reply subject, so a command that ran already fails that
+        # guard, changes nothing, and only then is its stored reply read (_run). A retry costs
+        # one more round trip; every first run saves one.
         match command:
             case CreateFlow():
                 return await self._create(command, command_id)
@@ -186,11 +196,11 @@ class FlowWriter:
             try:
                 position = await self._log.append(messages)
             except WrongExpectedPosition:
-                self.conflicts += 1
                 if command_id is not None:
                     earlier = await self.stored_reply(command_id)
-                    if earlier is not None:  # this command already ran (a concurrent retry)
+                    if earlier is not None:  # this command already ran (a retry)
                         return CommandResult.stored(earlier)
+                self.conflicts += 1
                 continue  # someone else wrote first: look again
             return CommandResult(planned.status, planned.body, position)
         raise self._conflict(what)
@@ -247,6 +257,12 @@ class FlowWriter:
     async def _existing(self, flow_id: str, command_id: str | None) -> CommandResult | None:
         """The 200 of a create whose name is held: the holder as its events make it, at its
         latest event's position. None if it was deleted meanwhile (the name is free again)."""
+        if command_id is not None:
+            # A retry of the create that made this flow finds its first reply here, from the
+            # leader, before the flow's events are read from whichever replica answers.
+            earlier = await self.stored_reply(command_id)
+            if earlier is not None:
+                return CommandResult.stored(earlier)
         state: FlowState | None = None
         for message in await self._log.read(0, _MAX_FLOW_EVENTS, self._subjects.event(flow_id)):
             with contextlib.suppress(MalformedEvent):  # parked by the projector too

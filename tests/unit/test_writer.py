@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -233,6 +234,29 @@ class TestStoredReplies:
         assert await writer.execute(CreateFlow(name="f"), "c-1") == first
         assert len(log.messages) == before
 
+    async def test_a_later_retry_of_each_command_gets_its_first_reply_and_appends_nothing(
+        self,
+    ) -> None:
+        # No stored reply is looked up before a command runs: a retry is found out by its
+        # reply's guard (or by finding nothing to do), whatever the state has become since.
+        log = InMemoryLog()
+        writer = make_writer(log)
+        flow = await writer.execute(CreateFlow(name="f"), "c-1")
+        update = await writer.execute(UpdateFlow(id=flow.body["id"], tags=["x"]), "u-1")
+        await writer.execute(UpdateFlow(id=flow.body["id"], tags=["y"]))
+        delete = await writer.execute(DeleteFlow(id=flow.body["id"]), "d-1")
+        # The name is free again: a retried create would otherwise make a new flow.
+        retries = [
+            (CreateFlow(name="f"), "c-1", flow),
+            (UpdateFlow(id=flow.body["id"], tags=["z"]), "u-1", update),
+            (DeleteFlow(id=flow.body["id"]), "d-1", delete),
+        ]
+        before = len(log.messages)
+        for command, command_id, first in retries:
+            assert await writer.execute(command, command_id) == first
+        assert len(log.messages) == before
+        assert writer.conflicts == 0  # a retry is not a lost race
+
     async def test_store_reply_keeps_the_first(self) -> None:
         writer = make_writer(InMemoryLog())
         first = await writer._store_reply(StoredReply("c", "create", 200, {"a": 1}, 7))
@@ -275,3 +299,54 @@ class TestAPoisonMessageOnAFlowsSubject:
         again = await writer.execute(CreateFlow(name="poisoned", tags=[], labels=None))
         assert isinstance(again, CommandResult)
         assert (again.status, again.body["id"], again.body["tags"]) == (200, flow_id, ["a"])
+
+
+class _CountingLog(InMemoryLog):
+    """Counts what the writer asks of the log: each call is one JetStream round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def append(self, messages: Sequence[AppendMessage]) -> int:
+        self.calls.append("append")
+        return await super().append(messages)
+
+    async def last(self, subject: str) -> StoredMessage | None:
+        self.calls.append("last")
+        return await super().last(subject)
+
+    async def first(self, subject: str) -> StoredMessage | None:
+        self.calls.append("first")
+        return await super().first(subject)
+
+    async def read(
+        self, after: int, limit: int, subject_filter: str | None = None
+    ) -> list[StoredMessage]:
+        self.calls.append("read")
+        return await super().read(after, limit, subject_filter)
+
+
+class TestRoundTrips:
+    """A create or an update costs one read of the log (the name's claim, or the flow's head)
+    and one atomic append, with or without a command id: the minimum, since the append's guard
+    needs the position that read found."""
+
+    @pytest.mark.parametrize("command_id", [None, "cmd"])
+    async def test_a_create_reads_its_name_once_and_appends_once(
+        self, command_id: str | None
+    ) -> None:
+        log = _CountingLog()
+        await make_writer(log).execute(CreateFlow(name="f"), command_id)
+        assert log.calls == ["last", "append"]
+
+    @pytest.mark.parametrize("command_id", [None, "cmd"])
+    async def test_an_update_reads_its_head_once_and_appends_once(
+        self, command_id: str | None
+    ) -> None:
+        log = _CountingLog()
+        writer = make_writer(log)
+        flow = await writer.execute(CreateFlow(name="f"))
+        log.calls.clear()
+        await writer.execute(UpdateFlow(id=flow.body["id"], tags=["x"]), command_id)
+        assert log.calls == ["last", "append"]
