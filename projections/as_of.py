@@ -42,7 +42,7 @@ __all__ = ["AsOfModels", "AsOfRefused"]
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 3
-_BUILDS = 2
+_BUILDS = 4
 
 
 @dataclass

@@ -19,7 +19,7 @@ from events.contract.errors import FlowsError
 from events.contract.subjects import Subjects
 from events.log import EventLog
 from projections.projector import apply_messages
-from projections.scratch import create_scratch_model, replay_into
+from projections.scratch import create_scratch_model, open_scratch_model, replay_into
 from projections.snapshots import SnapshotStore
 
 __all__ = ["AsOfBuilder", "AsOfRefused", "ModelBuilder"]
@@ -73,7 +73,8 @@ class AsOfBuilder:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(shutil.copyfile, self._store.path(start), path)
                 break
-        engine = await create_scratch_model(path)  # on a copy: finds the tables there
+        # A copy has its tables: creating them again would double the cost of a short replay.
+        engine = open_scratch_model(path) if start else await create_scratch_model(path)
         try:
             await replay_into(
                 engine, self._log, self._subjects, after=start, until=position, max_batch=_PAGE
@@ -87,12 +88,18 @@ class AsOfBuilder:
         if self._max_events <= 0 or replay <= self._max_events:
             return
         nearest = f"the nearest snapshot (position {start})" if start else "the start of the log"
-        building = (
-            f"; snapshots are taken every {self._every} positions by the as-of worker, which "
-            f"has reached position {self.followed}: retry once it passes {position}"
-            if self._store is not None
-            else ""
-        )
+        if self._store is None:
+            building = ""
+        elif position > self.followed:
+            building = (
+                f"; snapshots are taken every {self._every} positions by the as-of worker, "
+                f"which has reached position {self.followed}: retry once it passes {position}"
+            )
+        else:
+            building = (
+                "; snapshots are thinned to fit FLOWS_AS_OF_SNAPSHOT_MAX_MB: raise it (or this "
+                "limit) to answer here"
+            )
         raise AsOfRefused(
             f"Flows-As-Of position {position} would replay {replay} log messages from "
             f"{nearest}, more than this service's limit of {self._max_events} for as-of "

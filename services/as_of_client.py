@@ -40,8 +40,14 @@ class WorkerBuilder:
         answer = self._pending[request_id] = asyncio.get_running_loop().create_future()
         try:
             request = {"id": request_id, "position": position, "path": str(path)}
-            process.stdin.write(orjson.dumps(request) + b"\n")
-            await process.stdin.drain()
+            try:
+                process.stdin.write(orjson.dumps(request) + b"\n")
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                raise ServiceUnavailable(
+                    "the as-of worker stopped (see the service's log); retry: the next as-of "
+                    "query starts it again"
+                ) from None
             reply = await answer
         finally:
             self._pending.pop(request_id, None)

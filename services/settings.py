@@ -158,7 +158,7 @@ class Settings:
     # snapshots the read model every `as_of_snapshot_every` positions (0: no snapshots) into
     # the data dir, within `as_of_snapshot_max_mb` (thinned evenly past it); it runs at this
     # much lower CPU priority (os.nice) than the service, so live requests come first.
-    as_of_snapshot_every: int = 1000
+    as_of_snapshot_every: int = 100
     as_of_snapshot_max_mb: int = 1024
     as_of_worker_nice: int = 10
     # How often the service's connections PING their server; two PINGs unanswered and the
