@@ -51,9 +51,11 @@ class _Model:
     engine: AsyncEngine
     path: Path
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    disposed: bool = False
 
     async def dispose(self) -> None:
         async with self.turn:
+            self.disposed = True
             await self.engine.dispose()
         self.path.unlink(missing_ok=True)
 
@@ -89,9 +91,14 @@ class AsOfModels:
     @contextlib.asynccontextmanager
     async def connect(self, position: int) -> AsyncIterator[AsyncConnection]:
         """A connection to the read model as it was after applying the log up to `position`."""
-        model = await self._model(position)
-        async with model.turn, model.engine.connect() as conn:
-            yield conn
+        while True:
+            model = await self._model(position)
+            async with model.turn:
+                if model.disposed:  # evicted while this request waited for its turn
+                    continue
+                async with model.engine.connect() as conn:
+                    yield conn
+                return
 
     async def close(self) -> None:
         while self._models:

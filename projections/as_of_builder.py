@@ -17,7 +17,7 @@ from typing import Protocol
 
 from events.contract.errors import FlowsError
 from events.contract.subjects import Subjects
-from events.log import EventLog
+from events.log import EventLog, StoredMessage
 from projections.projector import apply_messages
 from projections.scratch import create_scratch_model, open_scratch_model, replay_into
 from projections.snapshots import SnapshotStore
@@ -61,7 +61,7 @@ class AsOfBuilder:
         self._store = store
         self._every = every
         self._max_events = max_events
-        self.followed = 0  # the position the follower's model has applied
+        self.followed = 0  # the position of the follower's newest snapshot
 
     async def materialize(self, position: int, path: Path) -> int:
         for _ in range(3):  # a snapshot thinned away between choosing and copying it
@@ -126,21 +126,28 @@ class AsOfBuilder:
         self.followed = position
         engine = await create_scratch_model(head)
         try:
+            # Held until a boundary is reached, then applied in one transaction: the model is
+            # only ever read at a boundary, and one transaction per `every` messages costs a
+            # fraction of one per batch that arrives.
+            held: list[StoredMessage] = []
             batches = self._log.follow(position, _PAGE)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
-                    fresh = [message for message in batch if message.position > position]
-                    while fresh:
+                    held.extend(message for message in batch if message.position > position)
+                    if held:
+                        position = max(position, held[-1].position)
+                    while held:
                         # The first multiple of `every` at or above the next position.
-                        boundary = -(-fresh[0].position // self._every) * self._every
-                        chunk = [message for message in fresh if message.position <= boundary]
-                        fresh = fresh[len(chunk) :]
+                        boundary = -(-held[0].position // self._every) * self._every
+                        if held[-1].position < boundary:
+                            break  # not there yet
+                        chunk = [message for message in held if message.position <= boundary]
+                        held = held[len(chunk) :]
                         async with engine.begin() as conn:
                             await apply_messages(conn, self._subjects, chunk)
-                        position = self.followed = chunk[-1].position
+                        self.followed = chunk[-1].position
                         # At the boundary, or past it (the log has a gap): a snapshot here.
-                        if position == boundary or fresh:
-                            await asyncio.to_thread(store.add, head, position)
+                        await asyncio.to_thread(store.add, head, self.followed)
         finally:
             await engine.dispose()
             head.unlink(missing_ok=True)

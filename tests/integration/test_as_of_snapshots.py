@@ -79,7 +79,7 @@ async def test_a_model_replays_fewer_messages_than_the_snapshot_interval(
     builder = AsOfBuilder(event_log, subjects, store, every=4, max_events=1000)
     follower = asyncio.create_task(builder.follow())
     try:
-        await until(lambda: builder.followed >= end, "the follower at the log's end")
+        await until(lambda: builder.followed >= end - end % 4, "snapshots up to the log's end")
         for position in range(end + 1):
             replayed = await builder.materialize(position, tmp_path / f"m-{position}.sqlite")
             assert replayed == position % 4, position
