@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Protocol
@@ -118,8 +119,8 @@ class AsOfBuilder:
         if store.newest() > await self._log.last_position():
             log.warning("as-of snapshots in %s are ahead of the log: discarded", store.directory)
             store.clear()
-        head = store.directory / "head.work"
-        head.unlink(missing_ok=True)
+        # Its own file: a worker still exiting may follow into the same directory meanwhile.
+        head = store.directory / f"head-{os.getpid()}.work"
         position = store.newest()
         if position:
             await asyncio.to_thread(shutil.copyfile, store.path(position), head)

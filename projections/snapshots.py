@@ -26,8 +26,9 @@ class SnapshotStore:
         self.directory = directory
         self._max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob("*.tmp"):  # a copy a crash interrupted
-            leftover.unlink(missing_ok=True)
+        for leftover in directory.glob("*-*.*"):  # a copy or a model a crash left behind
+            if leftover.suffix in (".tmp", ".work") and not _alive(leftover.stem.split("-")[-1]):
+                leftover.unlink(missing_ok=True)
 
     def positions(self) -> list[int]:
         """The positions snapshots exist for, ascending."""
@@ -53,7 +54,7 @@ class SnapshotStore:
     def add(self, model_file: Path, position: int) -> None:
         """Copy `model_file` (a model with no transaction open) in as the snapshot at
         `position`, atomically (a reader sees the whole file or none), then thin to fit."""
-        temporary = self.directory / f"at-{position:012d}.tmp"
+        temporary = self.directory / f"at-{position:012d}-{os.getpid()}.tmp"
         shutil.copyfile(model_file, temporary)
         os.replace(temporary, self.path(position))
         self.thin()
@@ -79,6 +80,19 @@ class SnapshotStore:
             victim = positions.pop(min(range(len(positions) - 1), key=merged))
             self.path(victim).unlink(missing_ok=True)
             total -= sizes[victim]
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process that named a file by its pid still runs."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _size(path: Path) -> int:

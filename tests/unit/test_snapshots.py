@@ -3,6 +3,7 @@ to a disk budget that keeps the newest and spreads the rest evenly."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from projections.snapshots import SnapshotStore
@@ -33,8 +34,11 @@ def test_past_the_budget_snapshots_thin_evenly_and_the_newest_stays(tmp_path: Pa
     assert store.total_bytes() <= 450
 
 
-def test_leftover_copies_are_removed(tmp_path: Path) -> None:
+def test_leftovers_of_processes_that_ended_are_removed(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "at-000000000010.tmp").write_bytes(b"half")
+    (tmp_path / "s" / "at-000000000010-999999999.tmp").write_bytes(b"half")  # no such pid
+    (tmp_path / "s" / "head-999999999.work").write_bytes(b"model")
+    (tmp_path / "s" / f"head-{os.getpid()}.work").write_bytes(b"model")  # its process runs
     store = SnapshotStore(tmp_path / "s", 100)
-    assert store.positions() == [] and not list((tmp_path / "s").iterdir())
+    assert store.positions() == []
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [f"head-{os.getpid()}.work"]
