@@ -1,73 +1,87 @@
 """Answering queries as of an earlier point in the log (`Flows-As-Of`).
 
-The read model holds only the present, so a past state is rebuilt on demand: the log is
-replayed up to the position into a scratch in-memory SQLite model (projections/scratch.py),
-with the projector's own apply code, and the ordinary query code runs against it. So an as-of
+The read model holds only the present, so a past state is built on demand: a `ModelBuilder`
+(projections/as_of_builder.py; in `flows serve`, a worker process of its own at a lower CPU
+priority: services/as_of_client.py) writes the model as of the position to a SQLite file,
+starting from the nearest snapshot at or below it and replaying the log forward with the
+projector's own apply code; the ordinary query code then runs against that file. So an as-of
 answer is exactly what the live model answered when it had applied the log up to that position.
 
 Cost, and its bounds:
-- Building a model at position P reads and applies P log messages (tens of thousands per second;
-  see README). Positions above `max_events` are refused with a 422 that says so.
+- Building a model at position P replays the log from the nearest snapshot S <= P: fewer than
+  FLOWS_AS_OF_SNAPSHOT_EVERY messages once the snapshots have caught up with the log. Replays
+  longer than `FLOWS_AS_OF_MAX_EVENTS` are refused with a 422 that says so.
 - The last `cache_size` models are kept (LRU by position), so a tool paging through one point
-  in time pays once. Each costs memory in proportion to the flows alive at that point.
-- One model is built at a time; queries on one model take turns (a scratch model has one
-  connection), which is plenty for audit use and keeps the service's CPU for live traffic.
+  in time pays once. Each is a file in `work_dir`, of the size of the flows alive then.
+- At most `_BUILDS` models are built at once (a second request for a position being built
+  waits for it); queries on one model take turns (one connection each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.contract.errors import FlowsError
-from events.contract.subjects import Subjects
 from events.log import EventLog
+from projections.as_of_builder import AsOfRefused, ModelBuilder
 from projections.log_points import LogPoint, resolve_point
-from projections.scratch import create_scratch_model, replay_into
+from projections.scratch import open_scratch_model
 
 __all__ = ["AsOfModels", "AsOfRefused"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_EVENTS = 200_000
 DEFAULT_CACHE_SIZE = 3
-_PAGE = 2000
-
-
-class AsOfRefused(FlowsError):
-    """An as-of point this service will not answer for (past the log's end, or too costly)."""
-
-    status = 422
+_BUILDS = 4
 
 
 @dataclass
 class _Model:
     position: int
     engine: AsyncEngine
+    path: Path
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    disposed: bool = False
+
+    async def dispose(self) -> None:
+        async with self.turn:
+            self.disposed = True
+            await self.engine.dispose()
+        self.path.unlink(missing_ok=True)
 
 
 class AsOfModels:
+    """`work_dir` (emptied here; None: a temporary directory) holds the built models' files."""
+
     def __init__(
         self,
         event_log: EventLog,
-        subjects: Subjects,
+        builder: ModelBuilder,
+        work_dir: Path | None = None,
         *,
-        max_events: int = DEFAULT_MAX_EVENTS,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self._log = event_log
-        self._subjects = subjects
-        self._max_events = max_events
-        self._cache_size = cache_size
+        self._builder = builder
+        self._own_dir = work_dir is None
+        self._dir = Path(tempfile.mkdtemp(prefix="flows-as-of-")) if work_dir is None else work_dir
+        shutil.rmtree(self._dir, ignore_errors=True)  # models of a process that ended
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._cache_size = max(1, cache_size)
         self._models: OrderedDict[int, _Model] = OrderedDict()
-        self._building = asyncio.Lock()
+        self._building: dict[int, asyncio.Lock] = {}
+        self._builds = asyncio.Semaphore(_BUILDS)
+        self._names = itertools.count(1)
 
     async def resolve(self, point: LogPoint) -> int:
         """The log position a `Flows-As-Of` value names (a time: the last position stored by
@@ -77,14 +91,22 @@ class AsOfModels:
     @contextlib.asynccontextmanager
     async def connect(self, position: int) -> AsyncIterator[AsyncConnection]:
         """A connection to the read model as it was after applying the log up to `position`."""
-        model = await self._model(position)
-        async with model.turn, model.engine.connect() as conn:
-            yield conn
+        while True:
+            model = await self._model(position)
+            async with model.turn:
+                if model.disposed:  # evicted while this request waited for its turn
+                    continue
+                async with model.engine.connect() as conn:
+                    yield conn
+                return
 
     async def close(self) -> None:
         while self._models:
             _, model = self._models.popitem()
-            await model.engine.dispose()
+            await model.dispose()
+        await self._builder.close()
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     async def _model(self, position: int) -> _Model:
         found = self._cached(position)
@@ -96,23 +118,24 @@ class AsOfModels:
                 f"Flows-As-Of position {position} is past the end of the event log "
                 f"(position {end}): ask for {end} or earlier"
             )
-        if position > self._max_events:
-            raise AsOfRefused(
-                f"Flows-As-Of position {position} would replay {position} log messages, more "
-                f"than this service's limit of {self._max_events} for as-of queries "
-                "(FLOWS_AS_OF_MAX_EVENTS); ask for an earlier point, or rebuild that state "
-                "offline with `flows replay --to`"
-            )
-        async with self._building:
-            found = self._cached(position)  # built by the request we waited for
-            if found is None:
-                found = await self._build(position)
-                self._models[position] = found
-                while len(self._models) > self._cache_size:
-                    _, evicted = self._models.popitem(last=False)
-                    async with evicted.turn:
-                        await evicted.engine.dispose()
-            return found
+        building = self._building.setdefault(position, asyncio.Lock())
+        try:
+            async with building:
+                found = self._cached(position)  # built by the request we waited for
+                if found is None:
+                    async with self._builds:
+                        found = await self._build(position)
+                    if (twin := self._cached(position)) is not None:  # a failed build's waiter
+                        await found.dispose()
+                        return twin
+                    self._models[position] = found
+                    while len(self._models) > self._cache_size:
+                        _, evicted = self._models.popitem(last=False)
+                        await evicted.dispose()
+                return found
+        finally:
+            if not building.locked():
+                self._building.pop(position, None)
 
     def _cached(self, position: int) -> _Model | None:
         model = self._models.get(position)
@@ -121,15 +144,13 @@ class AsOfModels:
         return model
 
     async def _build(self, position: int) -> _Model:
-        engine = await create_scratch_model()
+        path = self._dir / f"model-{next(self._names)}.sqlite"
         try:
-            messages = await replay_into(
-                engine, self._log, self._subjects, until=position, max_batch=_PAGE
-            )
+            messages = await self._builder.materialize(position, path)
+            engine = open_scratch_model(path)
         except BaseException:
-            await engine.dispose()
+            path.unlink(missing_ok=True)
             raise
-        log.info(
-            "built an as-of read model at log position %d from %d messages", position, messages
-        )
-        return _Model(position, engine)
+        log.info("built an as-of read model at log position %d (%d messages replayed)",
+                 position, messages)  # fmt: skip
+        return _Model(position, engine, path)

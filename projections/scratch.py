@@ -19,7 +19,7 @@ from events.log import EventLog
 from projections.projector import apply_messages
 from projections.store import configure_engine, create_schema
 
-__all__ = ["create_scratch_model", "replay_into", "scratch_model"]
+__all__ = ["create_scratch_model", "open_scratch_model", "replay_into", "scratch_model"]
 
 
 async def create_scratch_model(path: Path | None = None) -> AsyncEngine:
@@ -38,6 +38,14 @@ async def create_scratch_model(path: Path | None = None) -> AsyncEngine:
     return engine
 
 
+def open_scratch_model(path: Path) -> AsyncEngine:
+    """An engine on a scratch model already in the file at `path` (no schema work); the caller
+    disposes of it."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    configure_engine(engine, scratch=True)
+    return engine
+
+
 @contextlib.asynccontextmanager
 async def scratch_model(path: Path | None = None) -> AsyncIterator[AsyncEngine]:
     """`create_scratch_model`, disposed of on exit."""
@@ -53,13 +61,15 @@ async def replay_into(
     event_log: EventLog,
     subjects: Subjects,
     *,
+    after: int = 0,
     until: int | None = None,
     max_batch: int = 2000,
 ) -> int:
-    """Apply the log up to `until` (its end if None) with the projector's own apply code, a
-    transaction a page; the number of messages applied."""
+    """Apply the log after `after` (a model already holding the log up to it) up to `until`
+    (its end if None) with the projector's own apply code, a transaction a page; the number of
+    messages applied."""
     applied = 0
-    pages = event_log.pages(0, until=until, max_batch=max_batch)
+    pages = event_log.pages(after, until=until, max_batch=max_batch)
     async with contextlib.aclosing(pages):  # a failed page stops the read ahead too
         async for page in pages:
             async with engine.begin() as conn:

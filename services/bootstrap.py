@@ -20,6 +20,7 @@ from events.jetstream_log import JetStreamLog, open_log
 from events.log import EventLog
 from events.writer import FlowWriter
 from projections.as_of import AsOfModels
+from projections.as_of_builder import AsOfBuilder, ModelBuilder
 from projections.dialect import dialect_named, dialect_of
 from projections.leadership import ProjectorLeadership
 from projections.log_end import LogEnd
@@ -28,6 +29,7 @@ from projections.projector import Projector
 from projections.rebuild import rebuild_online
 from projections.store import configure_engine, read_schema_version
 from projections.tables import SCHEMA_VERSION
+from services.as_of_client import WorkerBuilder
 from services.audit_reader import AuditReader
 from services.consistency import ReadPositions
 from services.database_readiness import create_schema_when_ready
@@ -122,8 +124,8 @@ class Service:
             audit=AuditReader(event_log, self.subjects),
             as_of=AsOfModels(
                 event_log,
-                self.subjects,
-                max_events=settings.as_of_max_events,
+                self._as_of_builder(event_log),
+                settings.data_dir / "as-of" / "work",
                 cache_size=settings.as_of_cached_models,
             ),
             documents=dialect_of(self.engine).documents_in_place(self.engine),
@@ -150,6 +152,15 @@ class Service:
             log_end,
             applied,
             _safe_url(settings.resolved_database_url),
+        )
+
+    def _as_of_builder(self, event_log: EventLog) -> ModelBuilder:
+        """As-of models are built by a worker process at a lower CPU priority; on a log given
+        in-process (tests without NATS), which no other process can read, here."""
+        if self._given_log is None:
+            return WorkerBuilder(self.settings)
+        return AsOfBuilder(
+            event_log, self.subjects, None, every=0, max_events=self.settings.as_of_max_events
         )
 
     async def _open_stream(self) -> JetStreamLog:

@@ -60,6 +60,10 @@ _ENVIRONMENT = {
     # What one Flows-As-Of answer may cost: log positions replayed, scratch models kept.
     "as_of_max_events": "FLOWS_AS_OF_MAX_EVENTS",
     "as_of_cached_models": "FLOWS_AS_OF_CACHED_MODELS",
+    # Snapshots as-of answers replay from, and the worker process that builds them.
+    "as_of_snapshot_every": "FLOWS_AS_OF_SNAPSHOT_EVERY",
+    "as_of_snapshot_max_mb": "FLOWS_AS_OF_SNAPSHOT_MAX_MB",
+    "as_of_worker_nice": "FLOWS_AS_OF_WORKER_NICE",
     "nats_ping_interval_s": "FLOWS_NATS_PING_INTERVAL_S",
     # Service processes `flows serve` runs in the queue group (services/workers.py).
     "workers": "FLOWS_WORKERS",
@@ -150,6 +154,13 @@ class Settings:
     # position answered, and how many such models are kept for the next queries.
     as_of_max_events: int = 200_000
     as_of_cached_models: int = 3
+    # As-of models are built by a worker process (started by the first as-of query) that also
+    # snapshots the read model every `as_of_snapshot_every` positions (0: no snapshots) into
+    # the data dir, within `as_of_snapshot_max_mb` (thinned evenly past it); it runs at this
+    # much lower CPU priority (os.nice) than the service, so live requests come first.
+    as_of_snapshot_every: int = 100
+    as_of_snapshot_max_mb: int = 1024
+    as_of_worker_nice: int = 10
     # How often the service's connections PING their server; two PINGs unanswered and the
     # connection moves to another server of the seed list. nats-py's default (120 s) leaves a
     # hung server (stopped, partitioned: its TCP connections stay open) unnoticed for minutes.
@@ -294,6 +305,9 @@ def _coerce(attribute: str, raw: str) -> object:
         "max_waiting",
         "as_of_max_events",
         "as_of_cached_models",
+        "as_of_snapshot_every",
+        "as_of_snapshot_max_mb",
+        "as_of_worker_nice",
         "workers",
     }:
         try:

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog
 from projections.as_of import AsOfModels, AsOfRefused
+from projections.as_of_builder import AsOfBuilder
 from services.client import AsOf, FlowsClient, Reply
 from services.settings import Settings
 from tests import backends
@@ -145,7 +146,9 @@ async def test_a_point_costlier_than_the_cap_is_refused_with_what_to_do(
     made = await asyncio.gather(*(client.create(f"c-{i}") for i in range(10)))
     end = max(reply.position or 0 for reply in made)
     subjects = Subjects(service.subject_prefix)
-    models = AsOfModels(JetStreamLog(nc, subjects, service.stream), subjects, max_events=5)
+    event_log = JetStreamLog(nc, subjects, service.stream)
+    builder = AsOfBuilder(event_log, subjects, None, every=0, max_events=5)
+    models = AsOfModels(event_log, builder)
     try:
         with pytest.raises(AsOfRefused, match="more than this service's limit of 5"):
             async with models.connect(end):

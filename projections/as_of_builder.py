@@ -1,0 +1,154 @@
+"""Building as-of models: a scratch model of the log as of a position, copied from the nearest
+snapshot at or below it (projections/snapshots.py) and replayed forward from there; and the
+follower that takes those snapshots every `every` positions as the log grows.
+
+Both fold the log with the projector's own `apply_messages` (projections/scratch.py), so a
+model built here holds exactly what the live model held at that position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from events.contract.errors import FlowsError
+from events.contract.subjects import Subjects
+from events.log import EventLog, StoredMessage
+from projections.projector import apply_messages
+from projections.scratch import create_scratch_model, open_scratch_model, replay_into
+from projections.snapshots import SnapshotStore
+
+__all__ = ["AsOfBuilder", "AsOfRefused", "ModelBuilder"]
+
+log = logging.getLogger(__name__)
+
+_PAGE = 2000
+
+
+class AsOfRefused(FlowsError):
+    """An as-of point this service will not answer for (past the log's end, or too costly)."""
+
+    status = 422
+
+
+class ModelBuilder(Protocol):
+    async def materialize(self, position: int, path: Path) -> int:
+        """Write the model as of `position` to the SQLite file `path` (which must not exist);
+        the number of log messages replayed. AsOfRefused when that would cost too much."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AsOfBuilder:
+    """`store` None: no snapshots, every model is replayed from the start of the log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        subjects: Subjects,
+        store: SnapshotStore | None,
+        *,
+        every: int,
+        max_events: int,
+    ) -> None:
+        self._log = event_log
+        self._subjects = subjects
+        self._store = store
+        self._every = every
+        self._max_events = max_events
+        self.followed = 0  # the position of the follower's newest snapshot
+
+    async def materialize(self, position: int, path: Path) -> int:
+        for _ in range(3):  # a snapshot thinned away between choosing and copying it
+            start = self._store.nearest(position) if self._store else 0
+            self._check_cost(position, start)
+            if not start:
+                break
+            assert self._store is not None
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(shutil.copyfile, self._store.path(start), path)
+                break
+        # A copy has its tables: creating them again would double the cost of a short replay.
+        engine = open_scratch_model(path) if start else await create_scratch_model(path)
+        try:
+            await replay_into(
+                engine, self._log, self._subjects, after=start, until=position, max_batch=_PAGE
+            )
+        finally:
+            await engine.dispose()
+        return position - start
+
+    def _check_cost(self, position: int, start: int) -> None:
+        replay = position - start
+        if self._max_events <= 0 or replay <= self._max_events:
+            return
+        nearest = f"the nearest snapshot (position {start})" if start else "the start of the log"
+        if self._store is None:
+            building = ""
+        elif position > self.followed:
+            building = (
+                f"; snapshots are taken every {self._every} positions by the as-of worker, "
+                f"which has reached position {self.followed}: retry once it passes {position}"
+            )
+        else:
+            building = (
+                "; snapshots are thinned to fit FLOWS_AS_OF_SNAPSHOT_MAX_MB: raise it (or this "
+                "limit) to answer here"
+            )
+        raise AsOfRefused(
+            f"Flows-As-Of position {position} would replay {replay} log messages from "
+            f"{nearest}, more than this service's limit of {self._max_events} for as-of "
+            f"queries (FLOWS_AS_OF_MAX_EVENTS){building}; or ask for an earlier point, or "
+            "rebuild that state offline with `flows replay --to`"
+        )
+
+    async def close(self) -> None:
+        return None
+
+    async def follow(self) -> None:
+        """Fold the log as it grows into a model of its own and snapshot it every `every`
+        positions, until cancelled; starts from the newest snapshot on disk."""
+        store = self._store
+        assert store is not None and self._every > 0
+        if store.newest() > await self._log.last_position():
+            log.warning("as-of snapshots in %s are ahead of the log: discarded", store.directory)
+            store.clear()
+        # Its own file: a worker still exiting may follow into the same directory meanwhile.
+        head = store.directory / f"head-{os.getpid()}.work"
+        position = store.newest()
+        if position:
+            await asyncio.to_thread(shutil.copyfile, store.path(position), head)
+        self.followed = position
+        engine = await create_scratch_model(head)
+        try:
+            # Held until a boundary is reached, then applied in one transaction: the model is
+            # only ever read at a boundary, and one transaction per `every` messages costs a
+            # fraction of one per batch that arrives.
+            held: list[StoredMessage] = []
+            batches = self._log.follow(position, _PAGE)
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    held.extend(message for message in batch if message.position > position)
+                    if held:
+                        position = max(position, held[-1].position)
+                    while held:
+                        # The first multiple of `every` at or above the next position.
+                        boundary = -(-held[0].position // self._every) * self._every
+                        if held[-1].position < boundary:
+                            break  # not there yet
+                        chunk = [message for message in held if message.position <= boundary]
+                        held = held[len(chunk) :]
+                        async with engine.begin() as conn:
+                            await apply_messages(conn, self._subjects, chunk)
+                        self.followed = chunk[-1].position
+                        # At the boundary, or past it (the log has a gap): a snapshot here.
+                        await asyncio.to_thread(store.add, head, self.followed)
+        finally:
+            await engine.dispose()
+            head.unlink(missing_ok=True)
