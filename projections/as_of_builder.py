@@ -16,18 +16,31 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from events.contract.errors import FlowsError
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
 from projections.projector import apply_messages
 from projections.scratch import create_scratch_model, open_scratch_model, replay_into
 from projections.snapshots import SnapshotStore
+from projections.tables import LIVE
 
 __all__ = ["AsOfBuilder", "AsOfRefused", "ModelBuilder"]
 
 log = logging.getLogger(__name__)
 
 _PAGE = 2000
+# A snapshot copies the whole model (~400 bytes per flow alive), so on a large model they are
+# spaced at least this many positions per flow alive apart: 1M flows, every 100k positions,
+# ~4 KB copied per log position, a few MB/s at thousands of events/s instead of the whole model
+# every `every` positions. The price is a longer replay for an as-of answer there (bounded by
+# the spacing: seconds at the fold's rate).
+_FLOWS_PER_POSITION_OF_SPACING = 10
+# Messages the follower holds before applying them short of a boundary (memory stays bounded
+# when snapshots are spaced wide).
+_MAX_HELD = 10_000
 
 
 class AsOfRefused(FlowsError):
@@ -111,6 +124,12 @@ class AsOfBuilder:
     async def close(self) -> None:
         return None
 
+    async def _spacing(self, engine: AsyncEngine) -> int:
+        """Positions between snapshots: `every`, or wider on a model with many flows."""
+        async with engine.connect() as conn:
+            alive = (await conn.execute(select(func.count()).select_from(LIVE.flow))).scalar_one()
+        return max(self._every, int(alive) // _FLOWS_PER_POSITION_OF_SPACING)
+
     async def follow(self) -> None:
         """Fold the log as it grows into a model of its own and snapshot it every `every`
         positions, until cancelled; starts from the newest snapshot on disk."""
@@ -127,10 +146,11 @@ class AsOfBuilder:
         self.followed = position
         engine = await create_scratch_model(head)
         try:
-            # Held until a boundary is reached, then applied in one transaction: the model is
-            # only ever read at a boundary, and one transaction per `every` messages costs a
-            # fraction of one per batch that arrives.
+            # Held until a boundary is reached (or too many are held), then applied in one
+            # transaction: the model is only ever copied at a boundary, and one transaction
+            # per `every` messages costs a fraction of one per batch that arrives.
             held: list[StoredMessage] = []
+            snapshot_at, spacing = position, await self._spacing(engine)
             batches = self._log.follow(position, _PAGE)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
@@ -138,17 +158,24 @@ class AsOfBuilder:
                     if held:
                         position = max(position, held[-1].position)
                     while held:
-                        # The first multiple of `every` at or above the next position.
-                        boundary = -(-held[0].position // self._every) * self._every
-                        if held[-1].position < boundary:
-                            break  # not there yet
+                        # The first multiple of `every` at or above the next position, and a
+                        # spacing the model's size affords past the last snapshot.
+                        spaced = snapshot_at + spacing
+                        boundary = -(-max(held[0].position, spaced) // self._every) * self._every
                         chunk = [message for message in held if message.position <= boundary]
+                        if held[-1].position < boundary and len(held) < _MAX_HELD:
+                            break  # not there yet
                         held = held[len(chunk) :]
                         async with engine.begin() as conn:
                             await apply_messages(conn, self._subjects, chunk)
-                        self.followed = chunk[-1].position
-                        # At the boundary, or past it (the log has a gap): a snapshot here.
-                        await asyncio.to_thread(store.add, head, self.followed)
+                        if not held and chunk[-1].position < boundary:
+                            continue  # applied to keep memory bounded; no snapshot yet
+                        # At the boundary, or the log has nothing between the chunk's last
+                        # message and it (a gap): the model as of the boundary, a snapshot.
+                        snapshot_at = chunk[-1].position
+                        await asyncio.to_thread(store.add, head, snapshot_at)
+                        self.followed = snapshot_at
+                        spacing = await self._spacing(engine)
         finally:
             await engine.dispose()
             head.unlink(missing_ok=True)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client as NatsClient
 
 from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog
+from projections import as_of_builder
 from projections.as_of_builder import AsOfBuilder
 from projections.snapshots import SnapshotStore
 from services.as_of_worker import snapshot_dir
@@ -130,3 +133,33 @@ async def test_a_worker_that_dies_is_started_again(service: Settings, nc: NatsCl
 
     await until(answers_again, "an as-of answer from a new worker")
     assert worker not in worker_pids() and len(worker_pids()) == 1
+
+
+@backends.only(backends.SQLITE)
+async def test_snapshots_are_spaced_wider_on_a_model_with_many_flows(
+    service: Settings, nc: NatsClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One position of spacing per flow alive (the shipped ratio is one per 10 flows): after the
+    # first creates, snapshots must be at least as many positions apart as flows were alive.
+    monkeypatch.setattr(as_of_builder, "_FLOWS_PER_POSITION_OF_SPACING", 1)
+    client = FlowsClient(nc, service.subject_prefix)
+    for i in range(8):
+        assert (await client.create(f"spaced-{i}")).ok
+    subjects = Subjects(service.subject_prefix)
+    event_log = JetStreamLog(nc, subjects, service.stream)
+    end = await event_log.last_position()
+    store = SnapshotStore(tmp_path / "snapshots", 2**40)
+    builder = AsOfBuilder(event_log, subjects, store, every=1, max_events=1000)
+    follower = asyncio.create_task(builder.follow())
+    try:
+        # A create is two messages (event, name marker): flows alive at position p are p // 2.
+        await until(lambda: builder.followed + (builder.followed // 2) > end, "the last snapshot")
+        positions = store.positions()
+        assert len(positions) >= 3, positions
+        for earlier, later in itertools.pairwise(positions):
+            assert later - earlier >= max(1, earlier // 2), positions
+        assert len(positions) < end  # not one per position, as `every=1` alone would take
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
