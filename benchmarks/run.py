@@ -33,6 +33,8 @@ from nats.aio.client import Client as NatsClient
 from benchmarks import log_stages
 from benchmarks.cluster_stage import ClusterResults, cluster_stage, print_cluster
 from benchmarks.loadgen import Measured, measure, percentile
+from benchmarks.mixed_load import TARGET as MIXED_TARGET
+from benchmarks.mixed_load import MixedResults, mixed_stage, print_mixed
 from benchmarks.prefect_server import prefect_cli, start_prefect
 from benchmarks.processes import (
     Child,
@@ -77,6 +79,7 @@ class Results:
     scaling: list[tuple[int, float, Measured, Measured, float]] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
     cluster: ClusterResults | None = None
+    mixed: MixedResults | None = None
 
 
 async def _connect(url: str) -> NatsClient:
@@ -330,6 +333,8 @@ def print_report(results: Results, elapsed: float) -> None:
                   f"| {counted.p50_ms:.2f} / {counted.p99_ms:.2f} | {rss:.0f} MiB |")  # fmt: skip
     if results.cluster is not None:
         print_cluster(results.cluster)
+    if results.mixed is not None:
+        print_mixed(results.mixed)
     targets = _targets(results)
     if len(targets) > 1:
         print()
@@ -425,6 +430,10 @@ def _targets(results: Results) -> list[str]:
         if size >= 1_000_000:
             check(filtered.p50_ms < 10, f"filter over {size:,} p50 {filtered.p50_ms:.1f} ms < 10")
             check(counted.p50_ms < 100, f"count over {size:,} p50 {counted.p50_ms:.1f} ms < 100")
+    if (mixed := results.mixed) is not None:
+        check(mixed.ratio >= MIXED_TARGET,
+              f"mixed load with {mixed.as_of_share:.0%} as-of keeps {mixed.ratio:.2f} of its "
+              f"throughput without (>= {MIXED_TARGET})")  # fmt: skip
     for what, rss in results.rss.items():
         check(None, f"peak RSS, {what}: {rss:.0f} MiB (reported, no target)")
     return lines
@@ -459,6 +468,8 @@ async def run(args: argparse.Namespace) -> None:
             await log_rates(args, workdir, results)
         if "cluster" in args.stages:
             results.cluster = await cluster_stage(args, workdir)
+        if "mixed" in args.stages:
+            results.mixed = await mixed_stage(args, workdir)
     print_report(results, time.perf_counter() - started)
 
 
@@ -474,7 +485,7 @@ def main() -> None:
                         help="read-model sizes for filter/count (10e3,100e3,1e6)")  # fmt: skip
     parser.add_argument("--rebuild-sizes", type=_sizes, default=[100_000, 1_000_000],
                         help="log sizes to rebuild (100e3,1e6)")  # fmt: skip
-    parser.add_argument("--stages", default="rr,scale,log", help="rr,scale,log,cluster")
+    parser.add_argument("--stages", default="rr,scale,log,mixed", help="rr,scale,log,mixed,cluster")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("FLOWS_TEST_POSTGRES_URL"),
