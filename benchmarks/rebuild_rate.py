@@ -23,7 +23,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from benchmarks.log_stages import fill_stream
+from benchmarks.log_stages import fill_stream, log_read_rates
 from benchmarks.postgres import fresh_database
 from benchmarks.synthetic import flow_messages
 from events.contract.subjects import Subjects
@@ -79,7 +79,8 @@ async def postgres_database(url: str):  # type: ignore[no-untyped-def]
 
 async def main(events: int, postgres_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp) / "nats")
+        # nats-server's default fsync interval: this measures reading the log, not writing it.
+        server = EmbeddedNats(Path(tmp) / "nats", sync_interval=None)
         server.start()
         try:
             nc = await nats.connect(server.url)
@@ -90,6 +91,11 @@ async def main(events: int, postgres_url: str | None) -> None:
             print(
                 f"log: {flows} flows, {events} events, {last} messages "
                 f"(filled in {time.perf_counter() - started:.1f} s)"
+            )
+            followed, paged = await log_read_rates(nc, stream, last)
+            print(
+                f"log read alone: {followed:.0f} messages/s following it, {paged:.0f} messages/s "
+                "page by page"
             )
             sqlite = create_async_engine(f"sqlite+aiosqlite:///{Path(tmp) / 'flows.db'}")
             configure_engine(sqlite)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from events.contract.errors import MalformedEvent
@@ -129,7 +130,7 @@ def _segment(segment: list[RecordedEvent], stamps: Stamps) -> Generator[Op, Any,
             row = [
                 event.flow_id,
                 name,
-                json.dumps(tags),
+                _str_list_json(tags),
                 None if labels is None else json.dumps(labels),
                 when,
                 when,
@@ -154,7 +155,7 @@ def _segment(segment: list[RecordedEvent], stamps: Stamps) -> Generator[Op, Any,
         flow = created[flow_id]
         flow.row[5], flow.row[6] = stamps.stored(occurred), position
         if tags is not None:
-            flow.tags, flow.row[2] = tags, json.dumps(tags)
+            flow.tags, flow.row[2] = tags, _str_list_json(tags)
         flow.row[7] = flow_document_json(
             flow_id, flow.created, format_occurred(occurred), flow.name, flow.tags, flow.labels
         )
@@ -207,7 +208,7 @@ def _updates(
         if tags is None:
             plain.append((when, position, document, flow_id))
         else:
-            tagged.append((when, position, document, json.dumps(tags), flow_id))
+            tagged.append((when, position, document, _str_list_json(tags), flow_id))
             tag_rows.extend((flow_id, tag) for tag in dict.fromkeys(tags))
     if plain:
         yield "update_flow", plain
@@ -216,6 +217,12 @@ def _updates(
         yield "delete_tags", [values[-1] for values in tagged]
         if tag_rows:
             yield "insert_tag", tag_rows
+
+
+def _str_list_json(items: list[str]) -> str:
+    """`json.dumps(items)` for a list of strings (what the events' tags are), ~4x faster: the
+    same C escaping, without building an encoder per call."""
+    return "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"
 
 
 def _tag_rows(flow: _Flow) -> Iterable[tuple[str, str]]:

@@ -34,6 +34,9 @@ __all__ = ["STAMPS", "apply_in_thread", "sqlite_time"]
 
 # Ids per `IN (...)` look-up: well below SQLite's bound-parameter limit.
 _FETCH_CHUNK = 500
+# Rows per multi-row INSERT (8 columns: 512 parameters; SQLite allows 32766).
+_ROWS_PER_INSERT = 64
+_INSERTS = frozenset({"insert_flow", "insert_tag", "park"})
 
 
 def sqlite_time(value: datetime) -> str:
@@ -120,6 +123,9 @@ def _fold_into(
                 query = sql.fetch + "(" + ", ".join("?" * len(ids)) + ")"
                 answer.extend(db.execute(query, ids).fetchall())
             continue
+        if kind in _INSERTS:
+            _insert(db, sql.many[kind][0], rows)
+            continue
         for statement in sql.many[kind]:
             _executemany(db, statement, rows)
 
@@ -128,6 +134,28 @@ def _executemany(db: sqlite3.Connection, statement: str, rows: list[Any]) -> Non
     if rows and not isinstance(rows[0], list | tuple):  # a list of ids
         rows = [(value,) for value in rows]
     db.executemany(statement, rows)
+
+
+def _insert(db: sqlite3.Connection, statement: str, rows: list[Any]) -> None:
+    """Inserts `_ROWS_PER_INSERT` rows per statement, the rest one by one: sqlite3 lets go of
+    the GIL around every statement step, and taking it back can wait a whole switch interval
+    (5 ms) while the event loop's thread is busy reading the log, so fewer steps per batch is
+    what keeps this thread from stalling."""
+    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    if whole:
+        many = _many_rows(statement)
+        width = len(rows[0])
+        flat = [value for row in rows[:whole] for value in row]
+        step = _ROWS_PER_INSERT * width
+        db.executemany(many, [flat[start : start + step] for start in range(0, len(flat), step)])
+    if whole < len(rows):
+        db.executemany(statement, rows[whole:])
+
+
+@functools.lru_cache(maxsize=32)
+def _many_rows(statement: str) -> str:
+    head, _, values = statement.partition(" VALUES ")
+    return head + " VALUES " + ", ".join([values] * _ROWS_PER_INSERT)
 
 
 def _apply_batch(
