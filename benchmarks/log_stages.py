@@ -55,8 +55,8 @@ async def fill_stream(nc: NatsClient, stream: str, messages: Iterable[tuple[str,
 
 async def log_read_rates(nc: NatsClient, stream: str, last: int) -> tuple[float, float]:
     """Messages per second reading the stream to `last` and doing nothing else, by following it
-    (what the projector and a rebuild read with) and page by page (`EventLog.pages`): the
-    ceiling of both, since they read in this process too."""
+    (what the live projector reads with) and page by page (`EventLog.pages`, what a rebuild
+    reads with): the ceilings of the two, which read in this process too."""
     log = JetStreamLog(nc, Subjects(), stream, timeout_s=30)
     started = time.perf_counter()
     async with contextlib.aclosing(log.follow(0, 2000)) as batches:
