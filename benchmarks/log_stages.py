@@ -21,7 +21,7 @@ from projections.store import configure_engine, create_schema
 from services.log_tools import rebuild
 from services.settings import Settings
 
-__all__ = ["fill_stream", "projector_rate", "rebuild_seconds"]
+__all__ = ["fill_stream", "log_read_rates", "projector_rate", "rebuild_seconds"]
 
 _WINDOW = 4000  # publishes awaiting their ack at once
 
@@ -51,6 +51,24 @@ async def fill_stream(nc: NatsClient, stream: str, messages: Iterable[tuple[str,
     if refused:
         raise RuntimeError(f"{len(refused)} publishes refused, first: {refused[0]!r}")
     return await log.last_position()
+
+
+async def log_read_rates(nc: NatsClient, stream: str, last: int) -> tuple[float, float]:
+    """Messages per second reading the stream to `last` and doing nothing else, by following it
+    (what the live projector reads with) and page by page (`EventLog.pages`, what a rebuild
+    reads with): the ceilings of the two, which read in this process too."""
+    log = JetStreamLog(nc, Subjects(), stream, timeout_s=30)
+    started = time.perf_counter()
+    async with contextlib.aclosing(log.follow(0, 2000)) as batches:
+        async for batch in batches:
+            if batch[-1].position >= last:
+                break
+    followed = last / (time.perf_counter() - started)
+    started = time.perf_counter()
+    async with contextlib.aclosing(log.pages(0, until=last, max_batch=2000)) as pages:
+        async for _ in pages:
+            pass
+    return followed, last / (time.perf_counter() - started)
 
 
 async def projector_rate(nc: NatsClient, stream: str, last: int, db: Path) -> float:

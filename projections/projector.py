@@ -1,9 +1,10 @@
 """The projector: folds the event log into the read model.
 
 Messages are applied in batches, each in one transaction together with the checkpoint (the last
-log position applied), so a crash at any point neither loses nor doubles an event. Consecutive
-events of one type are written with one executemany each: per-event statements are the
-projector's enemy. Messages of the log that are not events (name markers, stored replies) only
+log position applied), so a crash at any point neither loses nor doubles an event. What a batch
+writes is folded once (projections/fold.py) into a few bulk writes that each backend sends its
+own fast way: one call in aiosqlite's thread (fold_sqlite.py), asyncpg's executemany
+(fold_postgres.py). Messages of the log that are not events (name markers, stored replies) only
 move the checkpoint.
 """
 
@@ -12,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events import jsoncodec
-from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
-from events.model import RecordedEvent, decode_event, flow_document
+from projections import fold_sqlite
 from projections.dialect import dialect_of
 from projections.position_watcher import PositionWatcher
 from projections.store import read_checkpoint
@@ -97,6 +95,13 @@ async def apply_batch(
     database (several service instances on PostgreSQL), or a rebuild racing the live projector,
     never apply an event twice: the checkpoint row is read under a lock in the same transaction.
     """
+    dialect = dialect_of(conn)
+    if dialect.name == "sqlite":
+        # The write lock first (write_lock.py), then the checkpoint, the batch and the new
+        # checkpoint in one hop to the connection's thread.
+        await dialect.lock_writers(conn)
+        await fold_sqlite.apply_in_thread(conn, subjects, batch, None)
+        return
     applied = await lock_checkpoint(conn)
     batch = [message for message in batch if message.position > applied]
     if not batch:
@@ -114,157 +119,16 @@ async def apply_messages(
     """Fold log messages into one table set, inside the caller's transaction; no checkpoint.
 
     The live projector, a rebuild (into its own table set) and an as-of scratch model all
-    apply events through here, so they cannot disagree on what an event means.
+    apply events through here (projections/fold.py), so they cannot disagree on what an event
+    means.
     """
-    events: list[RecordedEvent] = []
-    for message in batch:
-        if subjects.flow_id_of(message.subject) is None:
-            continue
-        try:
-            events.append(decode_event(message.data, message.position))
-        except MalformedEvent as exc:
-            # Parked, not skipped: kept with the reason, for `flows verify` and health.
-            log.error("parking %s (subject %s)", exc, message.subject)
-            await conn.execute(
-                insert(tables.parked_event).values(
-                    position=message.position, subject=message.subject, reason=exc.reason
-                )
-            )
-    for segment in _segments(events):
-        creates = [e for e in segment if e.event.type == "FlowCreated"]
-        updates = [e for e in segment if e.event.type == "FlowUpdated"]
-        deletes = [e for e in segment if e.event.type == "FlowDeleted"]
-        if creates:
-            await _created(conn, tables, creates)
-        if updates:
-            await _updated(conn, tables, updates)
-        if deletes:
-            await _deleted(conn, tables, deletes)
+    if dialect_of(conn).name == "sqlite":
+        await fold_sqlite.apply_in_thread(conn, subjects, batch, tables)
+    else:
+        # Imported here: asyncpg is installed only with the `postgres` extra.
+        from projections import fold_postgres
 
-
-def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
-    """Cut the events into runs that may be applied as creates, then updates, then deletes.
-
-    A flow's own events always come create, updates, delete, so that order is the log's order
-    for every flow in a run; flows do not interact except through names. So a run ends only
-    where that reordering could change the outcome: a create of a name a delete earlier in the
-    run freed, or an event of a flow the run has already deleted. One run per batch is the
-    usual case: a handful of statements per batch instead of a handful per change of type.
-    """
-    segment: list[RecordedEvent] = []
-    freed_names: set[str] = set()
-    deleted: set[str] = set()
-    for recorded in events:
-        event = recorded.event
-        if event.flow_id in deleted or (
-            event.type == "FlowCreated" and event.data.get("name") in freed_names
-        ):
-            yield segment
-            segment, freed_names, deleted = [], set(), set()
-        segment.append(recorded)
-        if event.type == "FlowDeleted":
-            deleted.add(event.flow_id)
-            freed_names.add(str(event.data.get("name")))
-    if segment:
-        yield segment
-
-
-async def _created(
-    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
-) -> None:
-    rows = []
-    tag_rows: list[dict[str, Any]] = []
-    for recorded in group:
-        event = recorded.event
-        name, tags, labels = event.data["name"], event.data["tags"], event.data.get("labels")
-        when = event.occurred
-        rows.append(
-            {
-                "id": event.flow_id,
-                "name": name,
-                "tags": tags,
-                "labels": labels,
-                "created": when,
-                "updated": when,
-                "version": recorded.position,
-                "document": jsoncodec.dumps(
-                    flow_document(event.flow_id, when, when, name, tags, labels)
-                ),
-            }
-        )
-        tag_rows.extend(_tag_rows(event.flow_id, tags))
-    await conn.execute(insert(tables.flow), rows)
-    if tag_rows:
-        await conn.execute(insert(tables.flow_tag), tag_rows)
-
-
-async def _updated(
-    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
-) -> None:
-    """A run of updates, folded per flow first: three statements for the run, not per event."""
-    flow, flow_tag = tables.flow, tables.flow_tag
-    latest: dict[str, dict[str, Any]] = {}
-    for recorded in group:
-        event = recorded.event
-        values = latest.setdefault(event.flow_id, {"b_id": event.flow_id})
-        values["b_updated"] = event.occurred
-        values["b_version"] = recorded.position
-        if "tags" in event.data:
-            values["b_tags"] = event.data["tags"]
-    # What the flows' documents keep from before: the update changes `updated` and maybe tags.
-    kept = select(flow.c.id, flow.c.name, flow.c.tags, flow.c.labels, flow.c.created)
-    existing = {row.id: row for row in await conn.execute(kept.where(flow.c.id.in_(list(latest))))}
-    for missing in latest.keys() - existing.keys():
-        log.warning(
-            "FlowUpdated names flow %s, which the read model does not hold (positions %d..%d)",
-            missing,
-            group[0].position,
-            group[-1].position,
-        )
-    for flow_id, values in latest.items():
-        if (row := existing.get(flow_id)) is not None:
-            tags = values.get("b_tags", row.tags)
-            values["b_document"] = jsoncodec.dumps(
-                flow_document(flow_id, row.created, values["b_updated"], row.name, tags, row.labels)
-            )
-    plain = [v for fid, v in latest.items() if fid in existing and "b_tags" not in v]
-    tagged = [v for fid, v in latest.items() if fid in existing and "b_tags" in v]
-    # Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
-    touch = update(flow).where(flow.c.id == bindparam("b_id"))
-    touch = touch.values(
-        updated=bindparam("b_updated", type_=flow.c.updated.type),
-        version=bindparam("b_version", type_=flow.c.version.type),
-        document=bindparam("b_document", type_=flow.c.document.type),
-    )
-    if plain:
-        await conn.execute(touch, plain)
-    if tagged:
-        await conn.execute(touch.values(tags=bindparam("b_tags", type_=flow.c.tags.type)), tagged)
-        changed = [values["b_id"] for values in tagged]
-        await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id.in_(changed)))
-        rows = [row for v in tagged for row in _tag_rows(v["b_id"], v["b_tags"])]
-        if rows:
-            await conn.execute(insert(flow_tag), rows)
-
-
-async def _deleted(
-    conn: AsyncConnection, tables: ReadModelTables, group: list[RecordedEvent]
-) -> None:
-    # Prefect's foreign keys cascade a flow's deletion to its deployments, flow runs and their
-    # task runs; doing it explicitly keeps SQLite and PostgreSQL alike.
-    flow, flow_tag, deployment = tables.flow, tables.flow_tag, tables.deployment
-    flow_run, task_run = tables.flow_run, tables.task_run
-    flow_ids = [recorded.event.flow_id for recorded in group]
-    runs = select(flow_run.c.id).where(flow_run.c.flow_id.in_(flow_ids))
-    await conn.execute(delete(task_run).where(task_run.c.flow_run_id.in_(runs)))
-    await conn.execute(delete(flow_run).where(flow_run.c.flow_id.in_(flow_ids)))
-    await conn.execute(delete(deployment).where(deployment.c.flow_id.in_(flow_ids)))
-    await conn.execute(delete(flow_tag).where(flow_tag.c.flow_id.in_(flow_ids)))
-    await conn.execute(delete(flow).where(flow.c.id.in_(flow_ids)))
-
-
-def _tag_rows(flow_id: str, tags: Iterable[str]) -> Iterable[dict[str, Any]]:
-    return ({"flow_id": flow_id, "tag": tag} for tag in dict.fromkeys(tags))
+        await fold_postgres.apply_through_asyncpg(conn, subjects, batch, tables)
 
 
 async def lock_checkpoint(conn: AsyncConnection) -> int:

@@ -1,0 +1,230 @@
+"""What a batch of log messages does to the read model, as a short list of bulk writes.
+
+`fold` decodes the batch and yields the writes one at a time, as `(kind, rows)` pairs, and is
+sent back what a `fetch` read; the SQLite and PostgreSQL writers (fold_sqlite.py,
+fold_postgres.py) turn each kind into their own SQL. One fold for both backends, so they cannot
+disagree on what an event means, and no SQL is compiled per batch.
+
+The rows hold exactly what the SQLAlchemy tables stored before this module existed (JSON
+columns as `json.dumps` writes them, the document as `flow_document` bytes, times as the
+backend's `Stamps` say), so a rebuild, a verify and the live projector compare equal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+from events.contract.errors import MalformedEvent
+from events.contract.subjects import Subjects
+from events.log import StoredMessage
+from events.model import RecordedEvent, decode_event, flow_document_json, format_occurred
+
+__all__ = ["Op", "Stamps", "fold"]
+
+log = logging.getLogger("projections.projector")
+
+# (kind, rows). Kinds and their rows:
+#   park          (position, subject, reason)
+#   insert_flow   (id, name, tags, labels, created, updated, version, document)
+#   insert_tag    (flow_id, tag)
+#   fetch         flow ids; the writer sends back (id, name, tags, labels, created) rows
+#   update_flow   (updated, version, document, id)
+#   update_tagged (updated, version, document, tags, id)
+#   delete_tags   flow ids: their tag rows (before new ones are inserted)
+#   delete_flows  flow ids: the flows and what hangs off them
+Op = tuple[str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stamps:
+    """How a backend stores a time and reads back what it stored."""
+
+    # An event's `occurred` (aware, UTC) as the `created`/`updated` columns take it.
+    stored: Callable[[datetime], Any]
+    # A stored `created` as the document writes it (format_occurred's text).
+    document_time: Callable[[Any], str]
+    # A stored JSON column as a Python value (the driver may have decoded it already).
+    json_value: Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class _Flow:
+    """A flow created in the current run: kept here, so its updates need no read."""
+
+    row: list[Any]
+    name: str
+    tags: list[str]
+    labels: dict[str, Any] | None
+    created: str  # the document's text
+
+
+def fold(
+    subjects: Subjects, batch: Sequence[StoredMessage], stamps: Stamps
+) -> Generator[Op, Any, None]:
+    """The writes that apply `batch`, in order; see the module docstring."""
+    events: list[RecordedEvent] = []
+    parked: list[tuple[int, str, str]] = []
+    flow_id_of = subjects.flow_id_of
+    for message in batch:
+        if flow_id_of(message.subject) is None:
+            continue
+        try:
+            events.append(decode_event(message.data, message.position))
+        except MalformedEvent as exc:
+            # Parked, not skipped: kept with the reason, for `flows verify` and health.
+            log.error("parking %s (subject %s)", exc, message.subject)
+            parked.append((message.position, message.subject, exc.reason))
+    if parked:
+        yield "park", parked
+    for segment in _segments(events):
+        yield from _segment(segment, stamps)
+
+
+def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
+    """Cut the events into runs that may be applied as creates, then updates, then deletes.
+
+    A flow's own events always come create, updates, delete, so that order is the log's order
+    for every flow in a run; flows do not interact except through names. So a run ends only
+    where that reordering could change the outcome: a create of a name a delete earlier in the
+    run freed, or an event of a flow the run has already deleted. One run per batch is the
+    usual case: a handful of statements per batch instead of a handful per change of type.
+    """
+    segment: list[RecordedEvent] = []
+    freed_names: set[str] = set()
+    deleted: set[str] = set()
+    for recorded in events:
+        event = recorded.event
+        if event.flow_id in deleted or (
+            event.type == "FlowCreated" and event.data.get("name") in freed_names
+        ):
+            yield segment
+            segment, freed_names, deleted = [], set(), set()
+        segment.append(recorded)
+        if event.type == "FlowDeleted":
+            deleted.add(event.flow_id)
+            freed_names.add(str(event.data.get("name")))
+    if segment:
+        yield segment
+
+
+def _segment(segment: list[RecordedEvent], stamps: Stamps) -> Generator[Op, Any, None]:
+    created: dict[str, _Flow] = {}
+    rows: list[list[Any]] = []
+    # flow id -> [occurred, position, tags or None], the latest update of each flow
+    latest: dict[str, list[Any]] = {}
+    deleted: list[str] = []
+    for recorded in segment:
+        event = recorded.event
+        kind = event.type
+        if kind == "FlowCreated":
+            data = event.data
+            when = stamps.stored(event.occurred)
+            text = format_occurred(event.occurred)
+            name, tags, labels = data["name"], data["tags"], data.get("labels")
+            row = [
+                event.flow_id,
+                name,
+                _str_list_json(tags),
+                None if labels is None else json.dumps(labels),
+                when,
+                when,
+                recorded.position,
+                None,  # the document, once the run's updates are folded in
+            ]
+            rows.append(row)
+            created[event.flow_id] = _Flow(row, name, tags, labels, text)
+        elif kind == "FlowUpdated":
+            update = latest.get(event.flow_id)
+            if update is None:
+                latest[event.flow_id] = update = [None, 0, None]
+            update[0], update[1] = event.occurred, recorded.position
+            if "tags" in event.data:
+                update[2] = event.data["tags"]
+        else:
+            deleted.append(event.flow_id)
+    # Updates of flows created in this run change the rows about to be inserted: the same
+    # final row as inserting, then updating, in one statement fewer.
+    for flow_id in [fid for fid in latest if fid in created]:
+        occurred, position, tags = latest.pop(flow_id)
+        flow = created[flow_id]
+        flow.row[5], flow.row[6] = stamps.stored(occurred), position
+        if tags is not None:
+            flow.tags, flow.row[2] = tags, _str_list_json(tags)
+        flow.row[7] = flow_document_json(
+            flow_id, flow.created, format_occurred(occurred), flow.name, flow.tags, flow.labels
+        )
+    for flow in created.values():
+        if flow.row[7] is None:
+            flow.row[7] = flow_document_json(
+                flow.row[0], flow.created, flow.created, flow.name, flow.tags, flow.labels
+            )
+    if rows:
+        yield "insert_flow", rows
+        tag_rows = [tag_row for flow in created.values() for tag_row in _tag_rows(flow)]
+        if tag_rows:
+            yield "insert_tag", tag_rows
+    if latest:
+        yield from _updates(latest, stamps, segment)
+    if deleted:
+        yield "delete_flows", deleted
+
+
+def _updates(
+    latest: dict[str, list[Any]], stamps: Stamps, segment: list[RecordedEvent]
+) -> Generator[Op, Any, None]:
+    """Updates of flows created before this run: what their documents keep is read first."""
+    existing: dict[str, Sequence[Any]] = {row[0]: row for row in (yield "fetch", list(latest))}
+    for missing in latest.keys() - existing.keys():
+        log.warning(
+            "FlowUpdated names flow %s, which the read model does not hold (positions %d..%d)",
+            missing,
+            segment[0].position,
+            segment[-1].position,
+        )
+    plain: list[tuple[Any, ...]] = []
+    tagged: list[tuple[Any, ...]] = []
+    tag_rows: list[tuple[str, str]] = []
+    for flow_id, (occurred, position, tags) in latest.items():
+        if (row := existing.get(flow_id)) is None:
+            continue
+        _, name, stored_tags, stored_labels, stored_created = row
+        kept_tags = stamps.json_value(stored_tags) if tags is None else tags
+        labels = None if stored_labels is None else stamps.json_value(stored_labels)
+        document = flow_document_json(
+            flow_id,
+            stamps.document_time(stored_created),
+            format_occurred(occurred),
+            name,
+            kept_tags,
+            labels,
+        )
+        when = stamps.stored(occurred)
+        if tags is None:
+            plain.append((when, position, document, flow_id))
+        else:
+            tagged.append((when, position, document, _str_list_json(tags), flow_id))
+            tag_rows.extend((flow_id, tag) for tag in dict.fromkeys(tags))
+    if plain:
+        yield "update_flow", plain
+    if tagged:
+        yield "update_tagged", tagged
+        yield "delete_tags", [values[-1] for values in tagged]
+        if tag_rows:
+            yield "insert_tag", tag_rows
+
+
+def _str_list_json(items: list[str]) -> str:
+    """`json.dumps(items)` for a list of strings (what the events' tags are), ~4x faster: the
+    same C escaping, without building an encoder per call."""
+    return "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"
+
+
+def _tag_rows(flow: _Flow) -> Iterable[tuple[str, str]]:
+    flow_id = flow.row[0]
+    return ((flow_id, tag) for tag in dict.fromkeys(flow.tags))
