@@ -9,9 +9,11 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.client import Client as NatsClient
 
 from events.contract.replies import Reply
 from events.log import EventLog
+from services import fast_subscriptions
 from services.asyncapi import describe_request
 from services.bootstrap import Service
 from services.command_handlers import CommandHandlers
@@ -23,7 +25,7 @@ from services.nats_options import ServerChoice, broker_security, inbox_prefix
 from services.query_handlers import QueryHandlers
 from services.reply_policy import RefusedReplies
 from services.request_handling import RequestHandling
-from services.routes import route_table
+from services.routes import Route, route_table
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
 from services.stats import HealthReporter
@@ -117,6 +119,9 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
         health,
         settings.default_limit,
     )
+    # Each route with its FastStream subscriber, which serve_directly() hands a plain nats-py
+    # subscription of the same subject and queue group.
+    subscribers: list[tuple[Route, Any]] = []
     for route in routes:
         subject = route.subject(settings.subject_prefix)
         subscriber = broker.subscriber(
@@ -129,7 +134,24 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
         handler = requests.handler(route, subscriber)
         describe_request(handler, route.operation)  # for the AsyncAPI document
         subscriber(handler)
+        subscribers.append((route, subscriber))
         discovery.add_endpoint(route.operation, subject)
+
+    async def serve_directly() -> None:
+        # Before the broker starts its subscribers: FastStream opens no subscription of its
+        # own for a subscriber that has one. Not on FastStream's in-process test broker,
+        # whose stand-in connection is no nats-py client: it calls the subscribers itself.
+        connection = await broker.connect()
+        if not isinstance(connection, NatsClient):
+            return
+        for route, subscriber in subscribers:
+            subscriber.subscription = await fast_subscriptions.subscribe(
+                connection,
+                route.subject(settings.subject_prefix),
+                settings.queue_group,
+                requests.serve(route, subscriber),
+                settings.max_in_flight,
+            )
 
     control: list[Any] = []  # the discovery subscriptions ($SRV.*)
 
@@ -149,6 +171,7 @@ def create_app(settings: Settings, *, event_log: EventLog | None = None) -> Fast
 
     app = FastStream(broker, logger=log)
     app.on_startup(service.start)
+    app.on_startup(serve_directly)  # after start: a request may arrive as soon as it returns
     app.after_startup(subscribed)
     if http is not None:
         app.after_startup(http.start)

@@ -54,6 +54,7 @@ class RequestHandling:
         self._progress = asyncio.Event()  # set whenever a request is answered (or dropped)
         # Each subscription (FastStream's subscriber) with how many of its requests are done.
         self._bound: list[tuple[Any, _Answered]] = []
+        self._responders: dict[str, Callable[[Msg], Awaitable[Reply | None]]] = {}
 
     async def _publish(self, subject: str, reply: Reply) -> None:
         await self._connection().publish(subject, reply.body, headers=reply.headers())
@@ -62,7 +63,37 @@ class RequestHandling:
         """FastStream's handler of `route`'s subject: checks the reply subject, runs the
         route's handler, answers (now or after its wait), and counts each request done for
         the drain."""
+        respond = self._responder(route, subscriber)
+
+        async def handle(message: NatsMessage) -> NatsResponse | None:
+            reply = await respond(message.raw_message)
+            if reply is None:
+                # Refused, answered later, or nobody to answer: FastStream must not publish.
+                message.reply_to = ""
+                return None
+            return NatsResponse(reply.body, headers=reply.headers())
+
+        return handle
+
+    def serve(self, route: Route, subscriber: Any) -> Callable[[Msg], Awaitable[None]]:
+        """The same for a plain nats-py subscription (services/fast_subscriptions.py): answers
+        on the request's reply subject itself."""
+        respond = self._responder(route, subscriber)
+        connection = self._connection
+
+        async def serve(raw: Msg) -> None:
+            reply = await respond(raw)
+            if reply is not None and raw.reply:
+                await connection().publish(raw.reply, reply.body, headers=reply.headers())
+
+        return serve
+
+    def _responder(self, route: Route, subscriber: Any) -> Callable[[Msg], Awaitable[Reply | None]]:
+        """What both transports do with one request: the reply to send now, or None (refused:
+        not executed; or answered later by a waiting task). Counts it done for the drain."""
         subject = route.subject(self._settings.subject_prefix)
+        if subject in self._responders:  # one count of answered requests per subscription
+            return self._responders[subject]
         operation_name = route.operation
         answered = _Answered()
         self._bound.append((subscriber, answered))
@@ -71,15 +102,13 @@ class RequestHandling:
             answered.count += 1
             self._progress.set()
 
-        async def handle(message: NatsMessage) -> NatsResponse | None:
-            raw = message.raw_message
+        async def respond(raw: Msg) -> Reply | None:
             started = time.perf_counter_ns()
             answers_later = False
             try:
                 refusal = self._policy.refusal(raw.reply)
                 if refusal is not None:
-                    # Not executed, not answered: FastStream must not publish there either.
-                    message.reply_to = ""
+                    # Not executed, not answered.
                     self.refused.record(subject, raw.reply, refusal, raw.headers)
                     return None
                 outcome = await route.handler(raw.data, raw.headers or {})
@@ -93,16 +122,16 @@ class RequestHandling:
 
                     answers_later = self._waiting.start(raw.reply, outcome, answered_later)
                     if answers_later:
-                        message.reply_to = ""  # the waiting task answers instead
-                        return None
+                        return None  # the waiting task answers instead
                     outcome = _too_many_waiting(self._settings.max_waiting)
                 self._observe(subject, operation_name, outcome, started)
-                return NatsResponse(outcome.body, headers=outcome.headers())
+                return outcome
             finally:
                 if not answers_later:
                     finished()
 
-        return handle
+        self._responders[subject] = respond
+        return respond
 
     def reply_allowed(self, msg: Msg) -> bool:
         """For subscriptions outside FastStream (discovery): the same reply-subject check."""
