@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
+from sqlalchemy.util import await_only
 
 __all__ = ["KILL_IN_PROJECTOR_BATCH", "install_from_env"]
 
 log = logging.getLogger(__name__)
 
 KILL_IN_PROJECTOR_BATCH = "FLOWS_FAULT_KILL_IN_PROJECTOR_BATCH"
-_WRITES = "flows_fault_flow_writes"
+_CHECKPOINT_MOVE = re.compile(r'UPDATE "?projection_checkpoint"? SET position = (\d+)', re.I)
 
 
 def install_from_env(environ: Mapping[str, str] | None = None) -> None:
@@ -39,21 +42,36 @@ def install_from_env(environ: Mapping[str, str] | None = None) -> None:
         threshold,
     )
 
-    # Every engine of the process (SQLAlchemy's async engines run on sync Engine objects).
-    @event.listens_for(Engine, "before_cursor_execute")
-    def before(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
-        head = statement.lstrip().upper()
-        if head.startswith(("INSERT INTO FLOW ", "UPDATE FLOW ")):
-            conn.info[_WRITES] = conn.info.get(_WRITES, 0) + (len(parameters) if many else 1)
-        elif head.startswith("UPDATE PROJECTION_CHECKPOINT"):
-            position = next(v for v in parameters if isinstance(v, int))
-            if conn.info.get(_WRITES, 0) >= 2 and position >= threshold:
+    # The projector writes through the SQLite driver's own connection (projections/
+    # fold_sqlite.py), past SQLAlchemy's statement events, so every SQLite connection the
+    # process opens gets a trace callback instead: SQLite hands it each statement as run,
+    # with its values expanded, in the order the transaction runs them.
+    @event.listens_for(Pool, "connect")
+    def connected(dbapi_connection: Any, _record: Any) -> None:
+        driver = getattr(dbapi_connection, "_connection", None)
+        if isinstance(driver, aiosqlite.Connection):
+            await_only(driver.set_trace_callback(_killer(threshold)))
+
+
+def _killer(threshold: int) -> Callable[[str], None]:
+    """A trace callback that kills the process when a transaction that has written two or more
+    flow rows moves the checkpoint to `threshold` or beyond, before its commit."""
+    writes = 0
+
+    def traced(statement: str) -> None:
+        nonlocal writes
+        head = statement.lstrip()[:32].upper()
+        if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            writes = 0
+        elif head.startswith(('INSERT INTO "FLOW" ', "INSERT INTO FLOW ")):
+            # A multi-row insert: one more row per "), (" (enough to tell one row from two).
+            writes += 1 + statement.count("), (")
+        elif head.startswith(('UPDATE "FLOW" ', "UPDATE FLOW ")):
+            writes += 1
+        elif (moved := _CHECKPOINT_MOVE.match(statement.lstrip())) is not None:
+            position = int(moved.group(1))
+            if writes >= 2 and position >= threshold:
                 log.warning("fault injection: SIGKILL before committing checkpoint %d", position)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    @event.listens_for(Engine, "commit")
-    @event.listens_for(Engine, "rollback")
-    def ended(conn: Any) -> None:
-        conn.info.pop(_WRITES, None)
+    return traced

@@ -27,6 +27,7 @@ count of those suppressed, so a flood cannot become a log storm.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,10 @@ __all__ = ["RefusedReplies", "ReplyPolicy"]
 
 log = logging.getLogger(__name__)
 
-_WILDCARDS = frozenset("*>")
+# A subject one can publish to: tokens of one or more characters, none a wildcard, no space
+# anywhere (`\s` is what str.isspace() calls space). One compiled match per request, not a
+# loop over tokens and characters: this runs before every request.
+_PUBLISHABLE = re.compile(r"[^.\s*>]+(?:\.[^.\s*>]+)*")
 
 
 class ReplyPolicy:
@@ -58,10 +62,7 @@ class ReplyPolicy:
         subject needs no answer and is never refused)."""
         if not reply:
             return None
-        tokens = reply.split(".")
-        if any(not token or _WILDCARDS.intersection(token) for token in tokens) or any(
-            character.isspace() for character in reply
-        ):
+        if _PUBLISHABLE.fullmatch(reply) is None:
             return "it is not a subject one can publish to (empty token, wildcard or space)"
         if reply.startswith("$"):
             return "it is a `$` subject (JetStream API or system)"
