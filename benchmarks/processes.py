@@ -74,14 +74,19 @@ def start_echo(nats_url: str, subject: str) -> Child:
 
 
 async def wait_for_answer(
-    nc: NatsClient, subject: str, body: bytes, child: Child, timeout_s: float = 60.0
+    nc: NatsClient,
+    subject: str,
+    body: bytes,
+    child: Child,
+    timeout_s: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Wait until something answers on `subject` (a starting service), or fail after the
     deadline with what to check."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            reply = await nc.request(subject, body, timeout=2)
+            reply = await nc.request(subject, body, timeout=2, headers=headers)
             if (reply.headers or {}).get("Flows-Status", "").startswith("2"):
                 return
         except Exception:
