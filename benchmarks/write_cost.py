@@ -23,23 +23,11 @@ from pathlib import Path
 
 import nats
 import orjson
-from nats.aio.client import Client as NatsClient
 
+from benchmarks.sync_interval import wait_until_answering
 from services.embedded import EmbeddedNats
 
 _CALLS = ("fsync", "fdatasync", "write", "pwrite64", "openat", "mkdirat", "unlinkat")
-
-
-async def _wait_for_service(nc: NatsClient) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await nc.request("flows.query.count", b"{}", timeout=1)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 def _counts(report: Path) -> dict[str, int]:
@@ -83,7 +71,7 @@ async def run(n: int) -> None:
     service = subprocess.Popen([sys.executable, "-m", "services", "serve"], env=env)
     nc = await nats.connect(server.url)
     try:
-        await _wait_for_service(nc)
+        await wait_until_answering(nc)
         run_id = time.time_ns()
         ids: list[str] = []
 
