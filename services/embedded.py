@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -56,7 +57,49 @@ def find_nats_server() -> str:
     return found
 
 
+# Ports handed out by this process, never handed out twice: two picks made before either is
+# bound would otherwise both pass the bind check.
+_handed_out: set[int] = set()
+
+# Below the kernel's ephemeral range: the lowest port free_port picks.
+_LOWEST_PICKED_PORT = 10000
+
+
 def free_port() -> int:
+    """A loopback TCP port that nothing listens on, for a server started next.
+
+    Picked below the kernel's ephemeral range (`ip_local_port_range`): a port from that range
+    (what binding port 0 gives) can be taken by any outgoing connection (a route, a client)
+    between this pick and the server's own bind, and the server then fails with "address already
+    in use". Falls back to port 0 where the range leaves no room below it."""
+    below = _ephemeral_range_start()
+    if below - _LOWEST_PICKED_PORT < 1000:
+        return _kernel_picked_port()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PICKED_PORT, below)
+        if port not in _handed_out and _binds(port):
+            _handed_out.add(port)
+            return port
+    return _kernel_picked_port()
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: no such file
+        return _LOWEST_PICKED_PORT
+
+
+def _binds(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _kernel_picked_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
