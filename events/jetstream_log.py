@@ -31,8 +31,7 @@ import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -46,9 +45,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from events.contract.errors import JetStreamRefused, LogUnavailable
 from events.contract.subjects import Subjects
 from events.group_commit import GroupCommit
+from events.jetstream_delivery import Arrivals, BatchReply, delivered, nanosecond_time
 from events.log import MAX_APPEND_MESSAGES, AppendMessage, StoredMessage, WrongExpectedPosition
 from events.paging import read_ahead
-from events.timefmt import parse_datetime
 
 __all__ = ["JetStreamLog", "StreamSettings", "open_log"]
 
@@ -73,6 +72,8 @@ _READ_ATTEMPT_S = 0.5
 # elect a new leader (4-9 s after the old one stopped answering: nats-server's raft election
 # timeout), nobody answers it, and once one is elected the next attempt gets its answer.
 _LEADER_ATTEMPT_MAX_S = 1.0
+
+_Answer = TypeVar("_Answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +297,8 @@ class JetStreamLog:
     ) -> AsyncGenerator[list[StoredMessage], None]:
         """Every message after a position, live, in order, as batches of what has arrived.
 
-        An ordered push consumer (nats-py recreates it on gaps and reconnects) delivers into a
-        bounded pending queue; each batch is whatever is already there, up to `max_batch`, so a
+        An ordered push consumer (nats-py recreates it on gaps and reconnects) delivers into
+        bounded `Arrivals`; each batch is whatever is already there, up to `max_batch`, so a
         busy log gives big batches and a quiet one gives a batch as soon as a message comes.
         """
         js = self._nc.jetstream()
@@ -305,10 +306,14 @@ class JetStreamLog:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
+        # A few batches wait here; more wait in nats-py's pending queue, whose limits and
+        # JetStream's flow control bound the rest.
+        arrivals = Arrivals(self._nc, limit=4 * max_batch, convert=delivered)
         try:
             subscription = await js.subscribe(
                 f"{self._subjects.prefix}.>",
                 stream=self._stream,
+                cb=arrivals.add,
                 ordered_consumer=True,
                 config=config,
                 idle_heartbeat=2.0,
@@ -318,12 +323,7 @@ class JetStreamLog:
         try:
             while True:
                 try:
-                    batch = [_delivered(await subscription.next_msg(timeout=None))]
-                    # The messages are already queued; no timeout, because on Python 3.11 a
-                    # cancellation meeting asyncio.wait_for's completion is lost (CPython
-                    # gh-86296) and a stopping service would hang here.
-                    while len(batch) < max_batch and subscription.pending_msgs > 0:
-                        batch.append(_delivered(await subscription.next_msg(timeout=None)))
+                    batch = await arrivals.take(max_batch)
                 except _NATS_ERRORS as exc:
                     raise self._unavailable("stopped delivering while following", exc) from None
                 yield batch
@@ -350,36 +350,38 @@ class JetStreamLog:
             subject=message["subject"],
             data=base64.b64decode(message.get("data") or ""),
             position=int(message["seq"]),
-            time=_nanosecond_time(message.get("time")),
+            time=nanosecond_time(message.get("time")),
         )
 
     async def _direct_get_batch(self, request: dict[str, Any]) -> list[StoredMessage]:
         subject = f"{self._api}.DIRECT.GET.{self._stream}"
         data = orjson.dumps(request)
         subscriptions: list[Subscription] = []
-        messages: list[StoredMessage] = []
 
-        async def first(wait: float) -> Msg:
+        async def first(wait: float) -> BatchReply:
             # One replica answers a batch, in order, on the request's inbox; each attempt has
             # its own inbox, so a late answer to an earlier one never mixes in.
-            inbox = self._nc.new_inbox()
-            subscriptions.append(await self._nc.subscribe(inbox))
-            await self._nc.publish(subject, data, reply=inbox)
-            return await subscriptions[-1].next_msg(timeout=wait)
+            reply = BatchReply()
+            subscriptions.append(await self._nc.subscribe(self._nc.new_inbox(), cb=reply.add))
+            await self._nc.publish(subject, data, reply=subscriptions[-1].subject)
+            await asyncio.wait_for(asyncio.shield(reply.started), wait)
+            return reply
 
         try:
-            msg = await self._read_attempts(subject, first)
-            while True:
-                status = msg.headers.get("Status") if msg.headers else None
-                if status in {"204", "404"}:  # end of batch / nothing there
-                    return messages
-                if status:
-                    raise LogUnavailable(
-                        f"reading stream {self._stream} failed with status {status}: "
-                        f"{msg.headers.get('Description', '') if msg.headers else ''}"
-                    )
-                messages.append(_stored(msg))
-                msg = await subscriptions[-1].next_msg(timeout=self._timeout)
+            reply = await self._read_attempts(subject, first)
+            # The rest of the batch follows; give up only when it stops coming.
+            while not reply.ended.done():
+                received = len(reply.messages)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reply.ended), self._timeout)
+                if not reply.ended.done() and len(reply.messages) == received:
+                    raise TimeoutError
+            status, description = reply.ended.result()
+            if status not in {"204", "404"}:  # end of batch / nothing there
+                raise LogUnavailable(
+                    f"reading stream {self._stream} failed with status {status}: {description}"
+                )
+            return reply.messages
         except _NATS_ERRORS as exc:
             raise self._unavailable("did not answer a read", exc) from None
         finally:
@@ -417,9 +419,9 @@ class JetStreamLog:
     async def _read_attempts(
         self,
         subject: str,
-        attempt: Callable[[float], Awaitable[Msg]],
+        attempt: Callable[[float], Awaitable[_Answer]],
         max_wait: float | None = None,
-    ) -> Msg:
+    ) -> _Answer:
         """`attempt(wait)` sends a read and waits up to `wait` for its answer: sent again
         after each timeout, waiting longer each time (up to `max_wait`), until the log's
         timeout is spent."""
@@ -502,27 +504,6 @@ def _position_from_ack(reply: Msg, stream: str) -> int:
     return int(ack["seq"])
 
 
-def _delivered(msg: Msg) -> StoredMessage:
-    """A message delivered by a consumer: its position is in the ack subject's metadata."""
-    metadata = msg.metadata
-    return StoredMessage(
-        subject=msg.subject,
-        data=msg.data,
-        position=int(metadata.sequence.stream),
-        time=metadata.timestamp,
-    )
-
-
-def _stored(msg: Msg) -> StoredMessage:
-    headers = msg.headers or {}
-    return StoredMessage(
-        subject=headers.get("Nats-Subject", ""),
-        data=msg.data,
-        position=int(headers.get("Nats-Sequence", "0")),
-        time=_nanosecond_time(headers.get("Nats-Time-Stamp")),
-    )
-
-
 @contextlib.asynccontextmanager
 async def open_log(
     connect: Callable[[], Awaitable[NatsClient]], subjects: Subjects, stream: str, timeout_s: float
@@ -540,11 +521,3 @@ async def open_log(
         # Bounded: nats-py's close waits for the server to see the socket closed, and a tool
         # that was interrupted must exit now (its server-side state is ephemeral).
         await asyncio.wait({asyncio.ensure_future(nc.close())}, timeout=timeout_s)
-
-
-def _nanosecond_time(stamp: str | None) -> datetime | None:
-    """JetStream's time of a message (nanosecond precision; datetime keeps microseconds)."""
-    if not stamp:
-        return None
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    return parse_datetime(f"{head}.{(frac + '000000')[:6]}Z" if frac else f"{head}Z")

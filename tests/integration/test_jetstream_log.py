@@ -5,6 +5,7 @@ limit on open atomic batches, and it creates and updates its stream. What every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,9 +15,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from events import jetstream_log as jetstream
+from events.contract.errors import LogUnavailable
 from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog, StreamSettings
-from events.log import AppendMessage
+from events.log import AppendMessage, StoredMessage
 from services.embedded import EmbeddedNats
 
 
@@ -98,3 +100,54 @@ async def test_ensure_stream_is_idempotent_and_updates_settings(event_log: JetSt
     assert info["config"]["duplicate_window"] == 60_000_000_000
     assert info["config"]["allow_atomic"] is True
     assert info["config"]["storage"] == "file"
+
+
+async def test_a_follower_whose_connection_closes_says_the_log_is_unavailable(
+    second_connection: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed connection stops the subscription's callback without telling it; a follower
+    already waiting for messages must notice rather than wait for ever."""
+    waiting = asyncio.Event()
+
+    class WatchedArrivals(jetstream.Arrivals):
+        async def take(self, most: int) -> list[StoredMessage]:
+            if not self._messages:
+                waiting.set()  # take goes straight to waiting: nothing to await before it
+            return await super().take(most)
+
+    monkeypatch.setattr(jetstream, "Arrivals", WatchedArrivals)
+    tag = uuid.uuid4().hex[:8]
+    log = JetStreamLog(second_connection, Subjects(f"c{tag}"), f"C{tag}", timeout_s=5)
+    await log.ensure_stream(StreamSettings(f"C{tag}"))
+    await log.append([AppendMessage(log._subjects.event("f"), b"1")])
+    follower = log.follow(0)
+    async with contextlib.aclosing(follower):
+        first = await asyncio.wait_for(anext(follower), 10)
+        assert [m.position for m in first] == [1]
+        waiting.clear()
+        next_batch = asyncio.ensure_future(anext(follower))
+        await asyncio.wait_for(waiting.wait(), 10)
+        await second_connection.close()
+        with pytest.raises(LogUnavailable, match="stopped delivering while following"):
+            await asyncio.wait_for(next_batch, 10)
+
+
+async def test_a_slow_follower_gets_a_burst_bigger_than_its_buffer_whole_and_in_order(
+    event_log: JetStreamLog,
+) -> None:
+    s = subjects_of(event_log)
+    follower = event_log.follow(0, max_batch=2)  # holds at most 8 arrivals
+    async with contextlib.aclosing(follower):
+        for start in range(0, 300, 100):
+            await event_log.append(
+                [
+                    AppendMessage(s.event(f"f{n}"), str(n).encode())
+                    for n in range(start, start + 100)
+                ]
+            )
+        seen: list[int] = []
+        while len(seen) < 300:
+            batch = await asyncio.wait_for(anext(follower), 10)
+            assert len(batch) <= 2
+            seen.extend(m.position for m in batch)
+    assert seen == list(range(1, 301))
