@@ -12,6 +12,7 @@ import ssl
 
 from nats.aio.client import Client as NatsClient
 
+from services.nats_headers import FastHeadersClient
 from services.nats_options import Role, ServerChoice, connect_options
 from services.seeds import seed_urls
 from services.settings import Settings, redact_url
@@ -64,7 +65,7 @@ async def connect_nats(
         choice.connected_to(nc)
         log.info("NATS connection %s re-established", name)
 
-    nc = NatsClient()
+    nc = FastHeadersClient()
     try:
         await nc.connect(
             seed_urls(settings.nats_url),  # one URL or a cluster's seed list
