@@ -56,6 +56,8 @@ from benchmarks.targets import (
     seed_prefect,
 )
 from services.embedded import EmbeddedNats
+from services.nats_connection import connect_nats
+from services.settings import Settings
 
 _ECHO_SUBJECT = "bench.echo"
 _SEED_FLOWS = 1000
@@ -271,7 +273,8 @@ async def log_rates(args: argparse.Namespace, workdir: Path, results: Results) -
     server = EmbeddedNats(workdir / "nats-bulk", sync_interval=None)
     server.start()
     try:
-        nc = await _connect(server.url)
+        # The projector reads through the kind of connection `flows serve` gives it.
+        nc = await connect_nats(Settings(nats_url=server.url), "bench-log", retry=False)
         from events.contract.subjects import Subjects
 
         subjects, flows, stream = Subjects(), 0, "BULK"

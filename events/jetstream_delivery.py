@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -29,6 +29,9 @@ __all__ = ["Arrivals", "BatchReply", "delivered", "nanosecond_time", "stored"]
 # How often a follower with nothing to take checks whether its connection was closed: a closed
 # connection stops the callback without telling it.
 _CLOSED_CHECK_S = 1.0
+
+# Tokens of a JetStream ack subject without a domain (what nats-server sends a consumer).
+_ACK_TOKENS = 9
 
 
 class BatchReply:
@@ -105,13 +108,26 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 def delivered(msg: Msg) -> StoredMessage:
-    """A message delivered by a consumer: its position is in the ack subject's metadata."""
-    metadata = msg.metadata
+    """A message delivered by a consumer: its position and time are in the ack subject,
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`. Read
+    here rather than through nats-py's `Msg.metadata`, which builds three objects for them
+    (~5.7 µs a message against ~1.6); the other form (with a domain and account hash) and what
+    is not a JetStream delivery at all go to nats-py, which reads or refuses them."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) != _ACK_TOKENS or tokens[0] != "$JS" or tokens[1] != "ACK":
+        metadata = msg.metadata
+        return StoredMessage(
+            subject=msg.subject,
+            data=msg.data,
+            position=int(metadata.sequence.stream),
+            time=metadata.timestamp,
+        )
     return StoredMessage(
         subject=msg.subject,
         data=msg.data,
-        position=int(metadata.sequence.stream),
-        time=metadata.timestamp,
+        position=int(tokens[5]),
+        # As nats-py computes it, so both forms give the same time.
+        time=datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC),
     )
 
 

@@ -10,8 +10,9 @@ from typing import cast
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 
-from events.jetstream_delivery import Arrivals, BatchReply, nanosecond_time
+from events.jetstream_delivery import Arrivals, BatchReply, delivered, nanosecond_time
 from events.log import StoredMessage
 
 
@@ -91,3 +92,24 @@ async def test_a_batch_reply_ends_with_its_status_message() -> None:
         StoredMessage(subject="p.e.f", data=b"x", position=4, time=nanosecond_time(stamp))
     ]
     assert reply.messages[0].time is not None and reply.messages[0].time.microsecond == 123456
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.FLOWS.c0nsumer.1.4242.17.1764745408791846269.99",
+        "$JS.ACK._.acchash.FLOWS.c0nsumer.1.4242.17.1764745408791846269.99.rnd",
+        "$JS.ACK.hub.acchash.FLOWS.c0nsumer.1.4242.17.1764745408791846269.99",
+    ],
+)
+def test_a_delivery_is_read_as_nats_py_reads_its_ack_subject(reply: str) -> None:
+    msg = Msg(cast(NatsClient, None), subject="p.e.f", reply=reply, data=b"x")
+    assert delivered(msg) == StoredMessage(
+        subject="p.e.f", data=b"x", position=4242, time=msg.metadata.timestamp
+    )
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.abc", "$JS.NAK.a.b.1.2.3.4.5"])
+def test_what_is_not_a_jetstream_delivery_is_refused(reply: str) -> None:
+    with pytest.raises(NotJSMessageError):
+        delivered(Msg(cast(NatsClient, None), subject="p.e.f", reply=reply))
