@@ -5,9 +5,9 @@ for every message, which cost more than the rest of reading it (a page of 1000 m
 at ~17k messages/s that way, ~31k/s by callback). Two shapes:
 
 - `BatchReply`: the answer to one batched direct get, which ends with a status message;
-- `Arrivals`: an endless delivery (the ordered consumer that follows the log), taken in batches,
-  holding at most `limit` messages: beyond that the callback waits, so nats-py's pending queue
-  fills and JetStream's flow control slows the server down, as it did with `next_msg`.
+- `Arrivals`: an endless delivery (the ordered consumer that follows the log live), taken in
+  batches, holding at most `limit` messages: one more means the follower has fallen behind
+  and goes back to reading pages (see JetStreamLog.follow).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, NotJSMessageError
 
 from events.log import StoredMessage
 from events.timefmt import parse_datetime
@@ -30,8 +30,11 @@ __all__ = ["Arrivals", "BatchReply", "delivered", "nanosecond_time", "stored"]
 # connection stops the callback without telling it.
 _CLOSED_CHECK_S = 1.0
 
-# Tokens of a JetStream ack subject without a domain (what nats-server sends a consumer).
+# Tokens of a JetStream ack subject without a domain (what nats-server sends a consumer), and
+# the least with one.
 _ACK_TOKENS = 9
+_ACK_TOKENS_WITH_DOMAIN = 11
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BatchReply:
@@ -58,35 +61,41 @@ class BatchReply:
 
 
 class Arrivals:
-    """What an endless subscription delivered and nobody took yet, at most `limit` messages."""
+    """What a live subscription delivered and nobody took yet, up to `limit` messages. One
+    more is an overflow: the taker has fallen behind, so the rest is refused (the callback
+    must never wait: see JetStreamLog.follow) and, once what was held has been taken, `take`
+    says so with an empty batch."""
 
     def __init__(self, nc: NatsClient, limit: int, convert: Callable[[Msg], StoredMessage]) -> None:
         self._nc = nc
         self._limit = limit
         self._convert = convert
         self._messages: collections.deque[StoredMessage] = collections.deque()
+        self._overflowed = False
         self._failure: BaseException | None = None
         self._arrived: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
 
     async def add(self, msg: Msg) -> None:
         """The subscription's callback. It must not raise: nats-py would hand the error to the
         connection's error callback and go on with the next message, and a message lost there
         would be a gap in what the follower folds. A failure is kept and raised by `take`."""
-        while len(self._messages) >= self._limit and self._failure is None:
-            self._room = asyncio.get_running_loop().create_future()
-            await self._room
-        try:
-            self._messages.append(self._convert(msg))
-        except Exception as exc:  # e.g. a delivery without JetStream's metadata
-            self._failure = exc
+        if self._overflowed or self._failure is not None:
+            return
+        if len(self._messages) >= self._limit:
+            self._overflowed = True
+        else:
+            try:
+                self._messages.append(self._convert(msg))
+            except Exception as exc:  # e.g. a delivery without JetStream's metadata
+                self._failure = exc
         _wake(self._arrived)
 
     async def take(self, most: int) -> list[StoredMessage]:
-        """Up to `most` messages, waiting for the first; raises ConnectionClosedError once the
-        connection is closed, and whatever failed converting a delivery."""
+        """Up to `most` messages, waiting for the first; none once they overflowed and all
+        they held was taken. Raises ConnectionClosedError once the connection is closed, and
+        whatever failed converting a delivery."""
         loop = asyncio.get_running_loop()
-        while not self._messages and self._failure is None:
+        while not self._messages and self._failure is None and not self._overflowed:
             if self._nc.is_closed:
                 raise ConnectionClosedError
             self._arrived = loop.create_future()
@@ -97,9 +106,7 @@ class Arrivals:
                 check.cancel()
         if self._failure is not None:
             raise self._failure
-        batch = [self._messages.popleft() for _ in range(min(most, len(self._messages)))]
-        _wake(self._room)
-        return batch
+        return [self._messages.popleft() for _ in range(min(most, len(self._messages)))]
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -109,25 +116,26 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 def delivered(msg: Msg) -> StoredMessage:
     """A message delivered by a consumer: its position and time are in the ack subject,
-    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`. Read
-    here rather than through nats-py's `Msg.metadata`, which builds three objects for them
-    (~5.7 µs a message against ~1.6); the other form (with a domain and account hash) and what
-    is not a JetStream delivery at all go to nats-py, which reads or refuses them."""
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`, or
+    with a domain and account hash after `ACK` (and a token after `pending`). Read here rather
+    than through nats-py's `Msg.metadata`, which builds three objects for them (~5.7 µs a
+    message against ~1.6) and rounds the time through a float; this time is truncated to the
+    microsecond, as `stored` truncates a direct get's, so both reads of a message agree (a
+    follower reads both)."""
     tokens = (msg.reply or "").split(".")
-    if len(tokens) != _ACK_TOKENS or tokens[0] != "$JS" or tokens[1] != "ACK":
-        metadata = msg.metadata
-        return StoredMessage(
-            subject=msg.subject,
-            data=msg.data,
-            position=int(metadata.sequence.stream),
-            time=metadata.timestamp,
-        )
+    if tokens[0] != "$JS" or len(tokens) < _ACK_TOKENS or tokens[1] != "ACK":
+        raise NotJSMessageError  # as nats-py's Msg.metadata would
+    if len(tokens) == _ACK_TOKENS:
+        position, nanoseconds = tokens[5], tokens[7]
+    elif len(tokens) >= _ACK_TOKENS_WITH_DOMAIN:
+        position, nanoseconds = tokens[7], tokens[9]
+    else:
+        raise NotJSMessageError
     return StoredMessage(
         subject=msg.subject,
         data=msg.data,
-        position=int(tokens[5]),
-        # As nats-py computes it, so both forms give the same time.
-        time=datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC),
+        position=int(position),
+        time=_EPOCH + timedelta(microseconds=int(nanoseconds) // 1000),
     )
 
 

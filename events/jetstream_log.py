@@ -297,26 +297,47 @@ class JetStreamLog:
     ) -> AsyncGenerator[list[StoredMessage], None]:
         """Every message after a position, live, in order, as batches of what has arrived.
 
-        An ordered push consumer (nats-py recreates it on gaps and reconnects) delivers into
-        bounded `Arrivals`; each batch is whatever is already there, up to `max_batch`, so a
-        busy log gives big batches and a quiet one gives a batch as soon as a message comes.
+        Behind the log's end it reads pages (batched direct gets: each asks for what the
+        reader can take next); at the end it follows live with an ordered push consumer,
+        whose batches are whatever has arrived, up to `max_batch`, so a busy log gives big
+        batches and a quiet one a batch as soon as a message comes. A push consumer is not
+        for catching up: JetStream pushes a backlog far faster than it is folded, and what
+        nats-py cannot queue it drops after counting it delivered, so its ordered consumer
+        never notices the gap (a 1M-message backlog lost ~2.5% of its messages that way). So
+        the live consumer delivers into bounded `Arrivals`; when they overflow, the follower
+        has fallen behind: it drops the consumer and reads pages again from what it took.
         """
-        js = self._nc.jetstream()
+        position = after
+        while True:
+            pages = self.pages(position, max_batch=max_batch)
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    yield page
+                    position = page[-1].position
+            async for batch in self._live(position, max_batch):
+                yield batch
+                position = batch[-1].position
+
+    async def _live(self, after: int, max_batch: int) -> AsyncGenerator[list[StoredMessage], None]:
+        """What an ordered consumer delivers after a position, until more arrives than a few
+        batches (then it ends, and the caller reads pages)."""
+        arrivals = Arrivals(self._nc, limit=4 * max_batch, convert=delivered)
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
-        # A few batches wait here; more wait in nats-py's pending queue, whose limits and
-        # JetStream's flow control bound the rest.
-        arrivals = Arrivals(self._nc, limit=4 * max_batch, convert=delivered)
         try:
-            subscription = await js.subscribe(
+            subscription = await self._nc.jetstream().subscribe(
                 f"{self._subjects.prefix}.>",
                 stream=self._stream,
                 cb=arrivals.add,
                 ordered_consumer=True,
                 config=config,
                 idle_heartbeat=2.0,
+                # No limit, so nats-py never drops (unnoticed, see `follow`): the callback
+                # never waits, so its queue stays short; `Arrivals` bound what is held.
+                pending_msgs_limit=0,
+                pending_bytes_limit=0,
             )
         except _NATS_ERRORS as exc:
             raise self._unavailable("could not start following", exc) from None
@@ -326,6 +347,8 @@ class JetStreamLog:
                     batch = await arrivals.take(max_batch)
                 except _NATS_ERRORS as exc:
                     raise self._unavailable("stopped delivering while following", exc) from None
+                if not batch:  # overflowed, and all it held was taken
+                    return
                 yield batch
         finally:
             try:
@@ -364,7 +387,11 @@ class JetStreamLog:
             reply = BatchReply()
             subscriptions.append(await self._nc.subscribe(self._nc.new_inbox(), cb=reply.add))
             await self._nc.publish(subject, data, reply=subscriptions[-1].subject)
-            await asyncio.wait_for(asyncio.shield(reply.started), wait)
+            # asyncio.wait, not wait_for: on Python 3.11 a cancellation that meets wait_for's
+            # completion is lost (CPython gh-86296), and a follower reads pages too: a
+            # stopping service or worker would wait for ever on a follower that never ends.
+            if not (await asyncio.wait({reply.started}, timeout=wait))[0]:
+                raise TimeoutError
             return reply
 
         try:
@@ -372,8 +399,7 @@ class JetStreamLog:
             # The rest of the batch follows; give up only when it stops coming.
             while not reply.ended.done():
                 received = len(reply.messages)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(reply.ended), self._timeout)
+                await asyncio.wait({reply.ended}, timeout=self._timeout)
                 if not reply.ended.done() and len(reply.messages) == received:
                     raise TimeoutError
             status, description = reply.ended.result()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -132,12 +133,33 @@ async def test_a_follower_whose_connection_closes_says_the_log_is_unavailable(
             await asyncio.wait_for(next_batch, 10)
 
 
-async def test_a_slow_follower_gets_a_burst_bigger_than_its_buffer_whole_and_in_order(
-    event_log: JetStreamLog,
+async def test_a_follower_outrun_by_a_burst_reads_pages_and_loses_nothing(
+    event_log: JetStreamLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A burst overflows the live consumer's few batches: the follower goes back to pages from
+    what it took, then live again; every message arrives once, in order."""
+    paged_from: list[int] = []
+    pages = event_log.pages
+
+    def counted(after: int, *args: Any, **kwargs: Any) -> AsyncGenerator[list[StoredMessage]]:
+        paged_from.append(after)
+        return pages(after, *args, **kwargs)
+
+    live = asyncio.Event()
+
+    class WatchedArrivals(jetstream.Arrivals):
+        async def take(self, most: int) -> list[StoredMessage]:
+            if not self._messages:
+                live.set()  # following live, waiting for deliveries
+            return await super().take(most)
+
+    monkeypatch.setattr(event_log, "pages", counted)
+    monkeypatch.setattr(jetstream, "Arrivals", WatchedArrivals)
     s = subjects_of(event_log)
     follower = event_log.follow(0, max_batch=2)  # holds at most 8 arrivals
     async with contextlib.aclosing(follower):
+        first = asyncio.ensure_future(anext(follower))
+        await asyncio.wait_for(live.wait(), 10)
         for start in range(0, 300, 100):
             await event_log.append(
                 [
@@ -145,9 +167,10 @@ async def test_a_slow_follower_gets_a_burst_bigger_than_its_buffer_whole_and_in_
                     for n in range(start, start + 100)
                 ]
             )
-        seen: list[int] = []
+        seen = [m.position for m in await asyncio.wait_for(first, 10)]
         while len(seen) < 300:
             batch = await asyncio.wait_for(anext(follower), 10)
             assert len(batch) <= 2
             seen.extend(m.position for m in batch)
     assert seen == list(range(1, 301))
+    assert paged_from[0] == 0 and len(paged_from) > 1  # it went back to pages
