@@ -197,11 +197,19 @@ def flow_order_by(sort: FlowSort) -> tuple[ColumnElement[Any], ...]:
 
 
 def _combine(clauses: Iterable[Clause | None], operator: Operator) -> Clause | None:
-    """Criteria that produced nothing are left out; nothing left → `None` (Prefect's TRUE)."""
+    """Criteria that produced nothing are left out; nothing left → `None` (Prefect's TRUE).
+
+    TRUE parts (present sub-filters without criteria) are folded here, as SQL would: under
+    `and_` they add nothing, under `or_` they make the whole TRUE. So a filter selecting every
+    flow, however spelled, comes out as TRUE itself: no WHERE at all, and a count that the
+    kept counters answer (projections/kept_counts.py)."""
     kept = [c for c in clauses if c is not None]
     if not kept:
         return None
-    return and_(*kept) if operator is Operator.and_ else or_(*kept)
+    criteria = [c for c in kept if not isinstance(c, True_)]
+    if len(criteria) < len(kept) and (operator is Operator.or_ or not criteria):
+        return true()
+    return and_(*criteria) if operator is Operator.and_ else or_(*criteria)
 
 
 def _all(*clauses: Clause | None) -> Clause | None:
