@@ -27,7 +27,7 @@ from sqlalchemy import BigInteger, Select, Text, bindparam, func, literal, selec
 
 from events.contract.filters import FlowFilters
 from projections.filter_params import Described
-from projections.filter_sql import flows_where
+from projections.filter_sql import flows_where, tags_all_only
 from projections.tables import flow_count, flow_tag_count
 
 __all__ = ["KeptCount", "kept_count"]
@@ -36,9 +36,7 @@ TAG: Final = "kept__tag"
 
 _ZERO = literal(0, BigInteger)
 # A missing row is a count of 0: no flow was ever folded, or no live flow carries the tag.
-_EVERY_FLOW: Final = select(
-    func.coalesce(select(flow_count.c.flows).scalar_subquery(), _ZERO)
-)
+_EVERY_FLOW: Final = select(func.coalesce(select(flow_count.c.flows).scalar_subquery(), _ZERO))
 _ONE_TAG: Final = select(
     func.coalesce(
         select(flow_tag_count.c.flows)
@@ -65,10 +63,9 @@ def kept_count(filters: FlowFilters, described: Described) -> KeptCount | None:
     if kind == "every flow":
         return KeptCount(("kept-count", kind), _EVERY_FLOW, {})
     if kind == "one tag":
-        assert filters.flows is not None and filters.flows.tags is not None
-        tags = filters.flows.tags.all_
+        tags = tags_all_only(filters)
         assert tags
-        return KeptCount(("kept-count", kind), _ONE_TAG, {TAG: str(tags[0])})
+        return KeptCount(("kept-count", kind), _ONE_TAG, {TAG: tags[0]})
     return None
 
 
@@ -76,15 +73,8 @@ def _kind(filters: FlowFilters) -> str | None:
     # The dialect does not decide whether a condition is made, only how it is written.
     if flows_where(filters, "sqlite") is None:
         return "every flow"
-    f = filters.flows
-    others = (filters.flow_runs, filters.task_runs, filters.deployments, filters.work_pools)
-    if f is None or any(group is not None for group in others):
-        return None
-    if f.id is not None or f.deployment is not None or f.name is not None or f.tags is None:
-        return None
-    if f.tags.is_null_ is not None or not f.tags.all_ or len(set(f.tags.all_)) != 1:
-        return None
-    return "one tag"
+    tags = tags_all_only(filters)
+    return "one tag" if tags is not None and len(set(tags)) == 1 else None
 
 
 class _KindsByShape:

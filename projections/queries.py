@@ -27,13 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from events.contract.filters import FlowFilter, FlowFilters, FlowSort
 from events.contract.queries import FilterRequest, PaginateRequest
 from projections.filter_params import Described
-from projections.kept_counts import kept_count
 from projections.filter_sql import (
     describe_filters,
     flow_order_by,
     flows_where,
     tags_only_count,
 )
+from projections.kept_counts import kept_count
 from projections.tables import flow
 
 __all__ = [

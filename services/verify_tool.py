@@ -1,7 +1,8 @@
 """`flows verify`: replay the whole log into a scratch read model, compare it with the live one
-row by row (and the live kept counts with a recount of the replay), and walk the log for missing sequences, broken flow histories, broken chain links
-and malformed events. Exit 0 only when all holds; 1 with a report naming each problem's event;
-3 when the log or the read model cannot be reached.
+row by row (and the live kept counts with a recount of the replay), and walk the log for
+missing sequences, broken flow histories, broken chain links and malformed events. Exit 0
+only when all holds; 1 with a report naming each problem's event; 3 when the log or the read
+model cannot be reached.
 
 The live projector may be moving while this runs, so the live model is read in one transaction
 (its rows and its checkpoint at one moment) and the scratch model is replayed to exactly that

@@ -57,7 +57,9 @@ def age(database: Path, version: int | None) -> None:
         if version is None or version < 3:  # the kept counts came with version 3
             db.execute("DROP TABLE flow_count")
             db.execute("DROP TABLE flow_tag_count")
-        db.execute("DELETE FROM flow_tag WHERE flow_id IN (SELECT id FROM flow WHERE name = 'kept')")
+        db.execute(
+            "DELETE FROM flow_tag WHERE flow_id IN (SELECT id FROM flow WHERE name = 'kept')"
+        )
         db.execute("DELETE FROM flow WHERE name = 'kept'")
         db.commit()
 
