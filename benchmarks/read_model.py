@@ -2,8 +2,8 @@
 
 Going through the request path would take hours for a million flows, and even the projector's
 apply code spends most of a seed decoding and checking synthetic events; so the seeder inserts
-the rows the projector's `FlowCreated` fold writes (`projections/projector.py::_created`: the
-flow row, one tag row per distinct tag, the checkpoint) directly, in transactions of 10,000.
+the rows the projector's `FlowCreated` fold writes (projections/fold.py: the flow row, one tag
+row per distinct tag, the kept counts, the checkpoint) directly, in transactions of 10,000.
 The flows' names and tags are those of `benchmarks/synthetic.py`.
 """
 
@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.dialects.sqlite import insert as upsert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from benchmarks.synthetic import tags_of
 from events import jsoncodec
 from events.model import flow_document
 from events.timefmt import utcnow
+from projections.fold_counts import CountDeltas
 from projections.projector import move_checkpoint
 from projections.store import configure_engine, create_schema
-from projections.tables import flow, flow_tag
+from projections.tables import flow, flow_count, flow_tag, flow_tag_count
 
 __all__ = ["ReadModelSeeder"]
 
@@ -58,6 +60,7 @@ class ReadModelSeeder:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(flow), rows)
                 await conn.execute(insert(flow_tag), tag_rows)
+                await _count(conn, rows)
                 self._position += len(rows)
                 await move_checkpoint(conn, self._position)
         added = flows - self.flows
@@ -67,6 +70,27 @@ class ReadModelSeeder:
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
+
+
+async def _count(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Add the new flows to the kept counts, as the projector does for a batch of creates."""
+    counts = CountDeltas()
+    for row in rows:
+        counts.created(row["tags"])
+    total = upsert(flow_count).values(id=1, flows=counts.flows)
+    await conn.execute(
+        total.on_conflict_do_update(
+            index_elements=["id"], set_={"flows": flow_count.c.flows + total.excluded.flows}
+        )
+    )
+    per_tag = upsert(flow_tag_count)
+    await conn.execute(
+        per_tag.on_conflict_do_update(
+            index_elements=["tag"],
+            set_={"flows": flow_tag_count.c.flows + per_tag.excluded.flows},
+        ),
+        [{"tag": tag, "flows": flows} for tag, flows in counts.tags.items()],
+    )
 
 
 def _flow_row(index: int, occurred: datetime) -> dict[str, Any]:

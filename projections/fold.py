@@ -24,6 +24,7 @@ from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import StoredMessage
 from events.model import RecordedEvent, decode_event, flow_document_json, format_occurred
+from projections.fold_counts import CountDeltas
 
 __all__ = ["Op", "Stamps", "fold"]
 
@@ -38,6 +39,9 @@ log = logging.getLogger("projections.projector")
 #   update_tagged (updated, version, document, tags, id)
 #   delete_tags   flow ids: their tag rows (before new ones are inserted)
 #   delete_flows  flow ids: the flows and what hangs off them
+#   count_flows   (change,): added to `flow_count` (projections/fold_counts.py)
+#   count_tags    (tag, change): added to each tag's `flow_tag_count` row
+#   drop_empty_tags  tags: their `flow_tag_count` rows, if they reached 0
 Op = tuple[str, list[Any]]
 
 
@@ -82,8 +86,11 @@ def fold(
             parked.append((message.position, message.subject, exc.reason))
     if parked:
         yield "park", parked
+    counts = CountDeltas()
     for segment in _segments(events):
-        yield from _segment(segment, stamps)
+        yield from _segment(segment, stamps, counts)
+    if events:  # so `flow_count` has its row once any event was folded, however batched
+        yield from counts.writes()
 
 
 def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
@@ -113,7 +120,9 @@ def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
         yield segment
 
 
-def _segment(segment: list[RecordedEvent], stamps: Stamps) -> Generator[Op, Any, None]:
+def _segment(
+    segment: list[RecordedEvent], stamps: Stamps, counts: CountDeltas
+) -> Generator[Op, Any, None]:
     created: dict[str, _Flow] = {}
     rows: list[list[Any]] = []
     # flow id -> [occurred, position, tags or None], the latest update of each flow
@@ -169,17 +178,49 @@ def _segment(segment: list[RecordedEvent], stamps: Stamps) -> Generator[Op, Any,
         tag_rows = [tag_row for flow in created.values() for tag_row in _tag_rows(flow)]
         if tag_rows:
             yield "insert_tag", tag_rows
+    # What the model holds of the other flows this run changes: an update's document keeps
+    # it, and the counts lose what a deleted flow carried. Unknown flows come back absent.
+    earlier = [fid for fid in deleted if fid not in created and fid not in latest]
+    existing: dict[str, Sequence[Any]] = {}
+    if latest or earlier:
+        existing = {row[0]: row for row in (yield "fetch", [*latest, *earlier])}
     if latest:
-        yield from _updates(latest, stamps, segment)
+        yield from _updates(latest, existing, stamps, segment, counts)
+    _count(created, latest, existing, deleted, stamps, counts)
     if deleted:
         yield "delete_flows", deleted
 
 
+def _count(
+    created: dict[str, _Flow],
+    latest: dict[str, list[Any]],
+    existing: dict[str, Sequence[Any]],
+    deleted: list[str],
+    stamps: Stamps,
+    counts: CountDeltas,
+) -> None:
+    """The run's creates and deletes in `counts` (its tag updates are counted by `_updates`).
+    A flow created and deleted in one run adds nothing."""
+    gone = set(deleted)
+    for flow_id, flow in created.items():
+        if flow_id not in gone:
+            counts.created(flow.tags)
+    for flow_id in deleted:
+        if flow_id in created or (row := existing.get(flow_id)) is None:
+            continue
+        update = latest.get(flow_id)
+        tags = update[2] if update is not None and update[2] is not None else None
+        counts.deleted(stamps.json_value(row[2]) if tags is None else tags)
+
+
 def _updates(
-    latest: dict[str, list[Any]], stamps: Stamps, segment: list[RecordedEvent]
+    latest: dict[str, list[Any]],
+    existing: dict[str, Sequence[Any]],
+    stamps: Stamps,
+    segment: list[RecordedEvent],
+    counts: CountDeltas,
 ) -> Generator[Op, Any, None]:
-    """Updates of flows created before this run: what their documents keep is read first."""
-    existing: dict[str, Sequence[Any]] = {row[0]: row for row in (yield "fetch", list(latest))}
+    """Updates of flows created before this run, whose stored rows are `existing`."""
     for missing in latest.keys() - existing.keys():
         log.warning(
             "FlowUpdated names flow %s, which the read model does not hold (positions %d..%d)",
@@ -194,7 +235,8 @@ def _updates(
         if (row := existing.get(flow_id)) is None:
             continue
         _, name, stored_tags, stored_labels, stored_created = row
-        kept_tags = stamps.json_value(stored_tags) if tags is None else tags
+        old_tags = stamps.json_value(stored_tags)
+        kept_tags = old_tags if tags is None else tags
         labels = None if stored_labels is None else stamps.json_value(stored_labels)
         document = flow_document_json(
             flow_id,
@@ -209,6 +251,7 @@ def _updates(
             plain.append((when, position, document, flow_id))
         else:
             tagged.append((when, position, document, _str_list_json(tags), flow_id))
+            counts.retagged(old_tags, tags)
             tag_rows.extend((flow_id, tag) for tag in dict.fromkeys(tags))
     if plain:
         yield "update_flow", plain

@@ -49,6 +49,7 @@ class _Statements:
         flow, tag = f'"{tables.flow.name}"', f'"{tables.flow_tag.name}"'
         run, task = f'"{tables.flow_run.name}"', f'"{tables.task_run.name}"'
         deployment = f'"{tables.deployment.name}"'
+        counted, tag_counted = f'"{tables.flow_count.name}"', f'"{tables.flow_tag_count.name}"'
         self.many: dict[str, str] = {
             "park": f'INSERT INTO "{tables.parked_event.name}" (position, subject, reason) '
             "VALUES ($1, $2, $3)",
@@ -59,6 +60,14 @@ class _Statements:
             "WHERE id = $4",
             "update_tagged": f"UPDATE {flow} SET updated = $1, version = $2, document = $3, "
             "tags = $4 WHERE id = $5",
+            "count_flows": f"INSERT INTO {counted} (id, flows) VALUES (1, $1) ON CONFLICT (id) "
+            f"DO UPDATE SET flows = {counted}.flows + excluded.flows",
+        }
+        # Rows sent as one array per column: one statement, however many rows.
+        self.by_columns: dict[str, str] = {
+            "count_tags": f"INSERT INTO {tag_counted} (tag, flows) "
+            "SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT (tag) "
+            f"DO UPDATE SET flows = {tag_counted}.flows + excluded.flows",
         }
         ids = "ANY($1::varchar[])"
         self.by_ids: dict[str, tuple[str, ...]] = {
@@ -72,6 +81,9 @@ class _Statements:
                 f"DELETE FROM {deployment} WHERE flow_id = {ids}",
                 f"DELETE FROM {tag} WHERE flow_id = {ids}",
                 f"DELETE FROM {flow} WHERE id = {ids}",
+            ),
+            "drop_empty_tags": (
+                f"DELETE FROM {tag_counted} WHERE tag = ANY($1::text[]) AND flows <= 0",
             ),
         }
         self.fetch = f"SELECT id, name, tags, labels, created FROM {flow} WHERE id = {ids}"
@@ -107,6 +119,9 @@ async def apply_through_asyncpg(
             if kind == "fetch":
                 statement = sql.fetch
                 answer = await raw.fetch(statement, rows)
+            elif kind in sql.by_columns:
+                statement = sql.by_columns[kind]
+                await raw.execute(statement, *(list(column) for column in zip(*rows, strict=True)))
             elif kind in sql.by_ids:
                 for statement in sql.by_ids[kind]:
                     await raw.execute(statement, rows)

@@ -69,6 +69,7 @@ class _Statements:
         flow, tag = f'"{tables.flow.name}"', f'"{tables.flow_tag.name}"'
         run, task = f'"{tables.flow_run.name}"', f'"{tables.task_run.name}"'
         deployment = f'"{tables.deployment.name}"'
+        counted, tag_counted = f'"{tables.flow_count.name}"', f'"{tables.flow_tag_count.name}"'
         self.many: dict[str, tuple[str, ...]] = {
             "park": (
                 f'INSERT INTO "{tables.parked_event.name}" (position, subject, reason) '
@@ -95,6 +96,15 @@ class _Statements:
                 f"DELETE FROM {tag} WHERE flow_id = ?",
                 f"DELETE FROM {flow} WHERE id = ?",
             ),
+            "count_flows": (
+                f"INSERT INTO {counted} (id, flows) VALUES (1, ?) ON CONFLICT (id) "
+                f"DO UPDATE SET flows = {counted}.flows + excluded.flows",
+            ),
+            "count_tags": (
+                f"INSERT INTO {tag_counted} (tag, flows) VALUES (?, ?) ON CONFLICT (tag) "
+                f"DO UPDATE SET flows = {tag_counted}.flows + excluded.flows",
+            ),
+            "drop_empty_tags": (f"DELETE FROM {tag_counted} WHERE tag = ? AND flows <= 0",),
         }
         self.fetch = f"SELECT id, name, tags, labels, created FROM {flow} WHERE id IN "
 

@@ -33,6 +33,7 @@ from projections.filter_sql import (
     flows_where,
     tags_only_count,
 )
+from projections.kept_counts import kept_count
 from projections.tables import flow
 
 __all__ = [
@@ -192,8 +193,12 @@ def documents_query(
 
 
 def count_query(dialect: str, filters: FlowFilters) -> Prepared:
-    """How many flows match `filters`: one row, one integer."""
+    """How many flows match `filters`: one row, one integer. The common shapes read a counter
+    the projector keeps (projections/kept_counts.py), the others count rows."""
     described = describe_filters(filters)
+    kept = kept_count(filters, described)
+    if kept is not None:
+        return Prepared(kept.key, kept.statement, kept.params)
     key = ("count", dialect, described.shape)
     return Prepared(
         key,

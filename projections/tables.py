@@ -40,8 +40,10 @@ __all__ = [
     "checkpoint",
     "deployment",
     "flow",
+    "flow_count",
     "flow_run",
     "flow_tag",
+    "flow_tag_count",
     "metadata",
     "parked_event",
     "read_model_tables",
@@ -120,10 +122,13 @@ class ReadModelTables:
     flow_run: Table
     task_run: Table
     parked_event: Table
+    flow_count: Table
+    flow_tag_count: Table
 
     @property
     def tables(self) -> tuple[Table, ...]:
-        """Parents before children (creation order; drop in reverse)."""
+        """Parents before children (creation order; drop in reverse). The counters come last:
+        a PostgreSQL swap locks tables in this order, and queries lock `flow` first."""
         return (
             self.flow,
             self.flow_tag,
@@ -133,7 +138,13 @@ class ReadModelTables:
             self.flow_run,
             self.task_run,
             self.parked_event,
+            *self.counters,
         )
+
+    @property
+    def counters(self) -> tuple[Table, ...]:
+        """The tables that keep counts of other tables' rows (projections/fold_counts.py)."""
+        return (self.flow_count, self.flow_tag_count)
 
     def canonical(self, table: Table) -> str:
         """The live name of one of this set's tables."""
@@ -281,6 +292,24 @@ def read_model_tables(
         Column("subject", Text(), nullable=False),
         Column("reason", Text(), nullable=False),
     )
+
+    # Counts kept by the projector in each batch's transaction, so the common counts (every
+    # flow; the flows carrying one tag) are one row's read instead of a walk over a million
+    # rows (projections/kept_counts.py). One row, id 1, once any event was folded.
+    flow_count = Table(
+        f"{p}flow_count",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("flows", BigInteger, nullable=False),
+    )
+    # Per tag, how many live flows carry it (`flow_tag`'s rows per tag); a tag no flow carries
+    # has no row.
+    flow_tag_count = Table(
+        f"{p}flow_tag_count",
+        metadata,
+        Column("tag", Text(), primary_key=True),
+        Column("flows", BigInteger, nullable=False),
+    )
     return ReadModelTables(
         metadata,
         prefix,
@@ -293,6 +322,8 @@ def read_model_tables(
         flow_run,
         task_run,
         parked_event,
+        flow_count,
+        flow_tag_count,
     )
 
 
@@ -307,6 +338,8 @@ deployment = LIVE.deployment
 flow_run = LIVE.flow_run
 task_run = LIVE.task_run
 parked_event = LIVE.parked_event
+flow_count = LIVE.flow_count
+flow_tag_count = LIVE.flow_tag_count
 
 # The projector's checkpoint: the last log position applied, written in the same transaction
 # as the rows it produced. Not part of a table set: a rebuild moves the live row as it swaps.
@@ -321,7 +354,9 @@ checkpoint = Table(
 # instance that finds a model of another version, or of none (written before versions were
 # recorded), rebuilds it from the log before it answers queries (services/bootstrap.py): bump
 # it with every change to the tables or to what an event writes.
-SCHEMA_VERSION = 2  # 2: flow.document, the reply bytes of each flow
+# 2: flow.document, the reply bytes of each flow; 3: flow_count and flow_tag_count, the counts
+# the projector keeps.
+SCHEMA_VERSION = 3
 
 # One row: the version of the live tables. Not part of a table set: a rebuild builds the current
 # version, and records it once swapped in.

@@ -1,7 +1,8 @@
 """`flows verify`: replay the whole log into a scratch read model, compare it with the live one
-row by row, and walk the log for missing sequences, broken flow histories, broken chain links
-and malformed events. Exit 0 only when all holds; 1 with a report naming each problem's event;
-3 when the log or the read model cannot be reached.
+row by row (and the live kept counts with a recount of the replay), and walk the log for
+missing sequences, broken flow histories, broken chain links and malformed events. Exit 0
+only when all holds; 1 with a report naming each problem's event; 3 when the log or the read
+model cannot be reached.
 
 The live projector may be moving while this runs, so the live model is read in one transaction
 (its rows and its checkpoint at one moment) and the scratch model is replayed to exactly that
@@ -33,6 +34,7 @@ from projections.projector import apply_batch
 from projections.scratch import scratch_model
 from projections.store import read_checkpoint
 from projections.tables import checkpoint
+from projections.verify.count_check import compare_counts
 from projections.verify.log_walk import LogAudit
 from projections.verify.model_diff import ModelRows, compare_models, read_model_rows
 from projections.verify.report import Finding, VerifyReport, render_report
@@ -220,6 +222,7 @@ def _compare(live: tuple[int, ModelRows], replayed: ModelRows, report: VerifyRep
             "walked but not compared with the model (the projector had not applied them yet)"
         )
     report.findings.extend(compare_models(rows, replayed))
+    report.findings.extend(compare_counts(rows, replayed))
     reported = {f.position for f in report.findings if f.kind == "malformed"}
     for row in rows.get("parked_event", {}).values():
         if row["position"] in reported:

@@ -273,8 +273,8 @@ FLOW_COLUMNS = ("id", "name", "tags", "labels", "created", "updated", "version")
 
 
 def read_model(database: Path) -> dict[str, Any]:
-    """The flow rows (every column, JSON decoded), the tag index and the checkpoint of a SQLite
-    read model, in a form two read models can be compared with `==`."""
+    """The flow rows (every column, JSON decoded), the tag index, the kept counts and the
+    checkpoint of a SQLite read model, in a form two read models can be compared with `==`."""
     assert database.exists(), f"no read model at {database}"
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         flows = {
@@ -286,8 +286,16 @@ def read_model(database: Path) -> dict[str, Any]:
             for row in db.execute(f"SELECT {', '.join(FLOW_COLUMNS)} FROM flow ORDER BY id")
         }
         tags = sorted(db.execute("SELECT flow_id, tag FROM flow_tag"))
+        counts = db.execute("SELECT id, flows FROM flow_count").fetchall()
+        tag_counts = sorted(db.execute("SELECT tag, flows FROM flow_tag_count"))
         checkpoint = db.execute("SELECT position FROM projection_checkpoint").fetchall()
-    return {"flows": flows, "flow_tags": tags, "checkpoint": checkpoint}
+    return {
+        "flows": flows,
+        "flow_tags": tags,
+        "counts": counts,
+        "tag_counts": tag_counts,
+        "checkpoint": checkpoint,
+    }
 
 
 def checkpoint_of(database: Path) -> int:

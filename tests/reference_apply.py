@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events import jsoncodec
@@ -56,6 +56,20 @@ async def reference_apply_messages(
             await _updated(conn, tables, updates)
         if deletes:
             await _deleted(conn, tables, deletes)
+    if events:  # the fold writes `flow_count` for every batch holding an event
+        await recount(conn, tables)
+
+
+async def recount(conn: AsyncConnection, tables: ReadModelTables = LIVE) -> None:
+    """The kept counts recomputed from the rows they count, the slow and obvious way: every
+    flow, and per tag its `flow_tag` rows (tags no flow carries have no row)."""
+    await conn.execute(delete(tables.flow_count))
+    total = select(literal(1), func.count()).select_from(tables.flow)
+    await conn.execute(insert(tables.flow_count).from_select(["id", "flows"], total))
+    await conn.execute(delete(tables.flow_tag_count))
+    tag = tables.flow_tag.c.tag
+    per_tag = select(tag, func.count()).group_by(tag)
+    await conn.execute(insert(tables.flow_tag_count).from_select(["tag", "flows"], per_tag))
 
 
 def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:

@@ -54,7 +54,12 @@ def age(database: Path, version: int | None) -> None:
             db.execute("DROP TABLE read_model_version")
         else:
             db.execute("UPDATE read_model_version SET version = ?", (version,))
-        db.execute("DELETE FROM flow_tag WHERE flow_id IN (SELECT id FROM flow WHERE name = 'kept')")
+        if version is None or version < 3:  # the kept counts came with version 3
+            db.execute("DROP TABLE flow_count")
+            db.execute("DROP TABLE flow_tag_count")
+        db.execute(
+            "DELETE FROM flow_tag WHERE flow_id IN (SELECT id FROM flow WHERE name = 'kept')"
+        )
         db.execute("DELETE FROM flow WHERE name = 'kept'")
         db.commit()
 
@@ -78,6 +83,12 @@ async def test_a_model_of_another_version_is_rebuilt_before_the_first_answer(
         got = await run_flows(target, "get", ids[0], "--json")
         assert got.returncode == 0, f"{got}\n{service.log()}"
         assert got.json()["name"] == "kept"
+        # And counts, answered from the counters the rebuild filled: kept and updated are
+        # alive, kept tagged t, updated u.
+        for tags, expected in (((), "2"), (("--tag", "t"), "1"), (("--tag", "u"), "1")):
+            counted = await run_flows(target, "count", *tags)
+            assert counted.returncode == 0, str(counted)
+            assert counted.stdout.strip() == expected, (tags, str(counted))
         await service.stop()
     log = service.log_path.read_text()
     assert REBUILDING in log, log

@@ -204,6 +204,28 @@ async def test_a_read_model_that_disagrees_with_the_log_is_named(
     assert "name: live 'renamed', replay 'beta'" in differs[0].problem
 
 
+async def test_a_kept_count_that_disagrees_with_the_log_is_named(
+    settings: Settings, nc: NatsClient
+) -> None:
+    async with running(settings, nc):
+        await some_history(FlowsClient(nc, settings.subject_prefix))
+    engine = create_async_engine(settings.resolved_database_url)
+    try:
+        async with engine.begin() as conn:
+            # alpha ends tagged "c"; beta's tags were cleared; "t" is on epsilon only.
+            await conn.execute(text("UPDATE flow_tag_count SET flows = flows + 5 WHERE tag = 'c'"))
+            await conn.execute(text("UPDATE flow_count SET flows = flows - 1"))
+    finally:
+        await engine.dispose()
+    code, text_report, report = await verified(settings)
+    assert code == 1
+    assert kinds(report) == ["count-differs", "count-differs"], text_report
+    total, tag = (finding.problem for finding in report.findings)
+    assert total == "flow_count keeps 3 flows; the log has 4 flows alive", text_report
+    assert tag == "flow_tag_count keeps 6 flows with tag 'c'; the log has 1 flows alive with it"
+    assert "[count-differs]" in text_report
+
+
 async def test_an_unreachable_log_exits_3(settings: Settings) -> None:
     unreachable = dataclasses.replace(settings, nats_url="nats://127.0.0.1:1")
     err = io.StringIO()

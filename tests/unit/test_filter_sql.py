@@ -54,6 +54,7 @@ from projections.tables import (
     work_queue,
 )
 from tests import backends
+from tests.reference_apply import recount
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -210,6 +211,7 @@ class Seed:
             for table in order:
                 if rows := self.rows.get(table.name):
                     await conn.execute(insert(table), rows)
+            await recount(conn)  # what the projector keeps with the rows
 
 
 @dataclass

@@ -92,5 +92,8 @@ def test_a_flow_created_and_updated_in_one_batch_is_inserted_once_as_updated() -
     assert row[2] == '["y"]' and row[5] == at + timedelta(seconds=1) and row[6] == 2
     assert b'"updated":"2026-01-01T00:00:01Z"' in row[7]
     assert kinds[1][1] == [(flow_id, "y")] and kinds[2][1] == [other]
+    # The other flow is not in the model: nothing to update; the counts gain the new flow.
+    assert writes.send([]) == ("count_flows", [(1,)])
+    assert writes.send(None) == ("count_tags", [("y", 1)])
     with pytest.raises(StopIteration):
-        writes.send([])  # the other flow is not in the model: nothing to update
+        writes.send(None)

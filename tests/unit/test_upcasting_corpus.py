@@ -21,6 +21,7 @@ from events.timefmt import format_datetime
 from events.upcasting import SCHEMA_VERSION
 from projections.projector import apply_batch
 from projections.scratch import scratch_model
+from projections.verify.count_check import compare_counts
 from projections.verify.log_walk import LogAudit
 from projections.verify.model_diff import ModelRows, read_model_rows
 
@@ -78,7 +79,12 @@ async def test_the_corpus_replays_to_the_recorded_read_model(
             await apply_batch(conn, SUBJECTS, messages[start : start + page])
     async with engine.connect() as conn:
         rows = await read_model_rows(conn)
-    assert model_json(rows) == orjson.loads(EXPECTED.read_bytes())
+    # The recorded model predates the kept counts (read-model schema 3), and is never edited:
+    # its tables compare as recorded, the counters against a recount of the replayed rows.
+    recorded = orjson.loads(EXPECTED.read_bytes())
+    assert model_json({table: rows[table] for table in recorded}) == recorded
+    assert compare_counts(rows, rows) == []
+    assert rows["flow_count"] == {(1,): {"id": 1, "flows": len(recorded["flow"])}}
 
 
 def test_the_corpus_passes_the_log_walk_with_its_pre_chain_events_noted() -> None:
