@@ -18,18 +18,20 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.contract.errors import FlowsError
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
+from projections.attached_models import AttachedModels
 from projections.projector import apply_messages
 from projections.recent_messages import RecentMessages
-from projections.scratch import create_scratch_model, open_scratch_model, replay_into
+from projections.scratch import create_scratch_model
 from projections.snapshots import SnapshotStore
 from projections.tables import LIVE
 
@@ -47,6 +49,8 @@ _FLOWS_PER_POSITION_OF_SPACING = 10
 # Messages the follower holds before applying them short of a boundary (memory stays bounded
 # when snapshots are spaced wide).
 _MAX_HELD = 10_000
+# Models written at once (the service asks for at most 4 at a time: projections/as_of.py).
+_BUILDS = 4
 # Messages the follower keeps for replays (~1 KB each): the last this many positions are
 # answered without reading the log again.
 _RECENT = 20_000
@@ -86,6 +90,7 @@ class AsOfBuilder:
         self._every = every
         self._max_events = max_events
         self.recent = RecentMessages(recent)  # what the follower read last, for replays
+        self._attached: AttachedModels | None = None  # opened by the first replay into a copy
         self.followed = 0  # the position of the follower's newest snapshot
         # How the replays of models built so far read their messages (for tests and profiles).
         self.replays_from_window = 0
@@ -95,23 +100,43 @@ class AsOfBuilder:
         start = await self._start_from_snapshot(position, path)
         if start and start == position:
             return 0  # the snapshot is the model: linked in, nothing to open or replay
-        window = self.recent.between(start, position)
-        # A copy has its tables: creating them again would double the cost of a short replay.
-        engine = open_scratch_model(path) if start else await create_scratch_model(path)
+        pages = self._pages(start, position)
+        if start:
+            # A copy has its tables: creating them again would double the cost of a short
+            # replay, and so would opening an engine on it (projections/attached_models.py).
+            async with self._attached_models().writing(path) as conn:
+                await self._apply(conn, pages)
+            return position - start
+        engine = await create_scratch_model(path)
         try:
-            if window is None:
-                self.replays_from_log += 1
-                await replay_into(
-                    engine, self._log, self._subjects, after=start, until=position, max_batch=_PAGE
-                )
-            else:
-                self.replays_from_window += 1
-                for first in range(0, len(window), _PAGE):
-                    async with engine.begin() as conn:
-                        await apply_messages(conn, self._subjects, window[first : first + _PAGE])
+            async with engine.connect() as conn:
+                await self._apply(conn, pages)
         finally:
             await engine.dispose()
         return position - start
+
+    def _pages(self, start: int, position: int) -> AsyncGenerator[Sequence[StoredMessage]]:
+        """The log's messages in (`start`, `position`]: from the follower's window if it holds
+        them all, else read from the log."""
+        window = self.recent.between(start, position)
+        if window is None:
+            self.replays_from_log += 1
+            return self._log.pages(start, until=position, max_batch=_PAGE)
+        self.replays_from_window += 1
+        return _pages_of(window)
+
+    async def _apply(
+        self, conn: AsyncConnection, pages: AsyncGenerator[Sequence[StoredMessage]]
+    ) -> None:
+        async with contextlib.aclosing(pages):  # a failed page stops the read ahead too
+            async for page in pages:
+                async with conn.begin():
+                    await apply_messages(conn, self._subjects, page)
+
+    def _attached_models(self) -> AttachedModels:
+        if self._attached is None:
+            self._attached = AttachedModels(_BUILDS)
+        return self._attached
 
     async def _start_from_snapshot(self, position: int, path: Path) -> int:
         """Put the nearest snapshot at or below `position` at `path`; its position (0: none,
@@ -153,7 +178,8 @@ class AsOfBuilder:
         )
 
     async def close(self) -> None:
-        return None
+        if self._attached is not None:
+            await self._attached.close()
 
     async def _spacing(self, engine: AsyncEngine) -> int:
         """Positions between snapshots: `every`, or wider on a model with many flows."""
@@ -212,6 +238,11 @@ class AsOfBuilder:
         finally:
             await engine.dispose()
             head.unlink(missing_ok=True)
+
+
+async def _pages_of(messages: list[StoredMessage]) -> AsyncGenerator[Sequence[StoredMessage]]:
+    for first in range(0, len(messages), _PAGE):
+        yield messages[first : first + _PAGE]
 
 
 def _place(snapshot: Path, path: Path, as_is: bool) -> None:

@@ -88,9 +88,7 @@ async def test_a_model_replays_fewer_messages_than_the_snapshot_interval(
             replayed = await builder.materialize(position, tmp_path / f"m-{position}.sqlite")
             assert replayed == position % 4, position
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
     assert not list((tmp_path / "snapshots").glob("*.work"))
 
 
@@ -102,6 +100,13 @@ async def test_the_worker_runs_at_a_lower_cpu_priority(service: Settings, nc: Na
 
     [worker] = worker_pids()
     assert os.getpriority(os.PRIO_PROCESS, worker) == os.nice(0) + service.as_of_worker_nice
+
+
+async def stop(builder: AsOfBuilder, follower: asyncio.Task[None]) -> None:
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+    await builder.close()
 
 
 def worker_pids() -> list[int]:
@@ -161,9 +166,7 @@ async def test_snapshots_are_spaced_wider_on_a_model_with_many_flows(
             assert later - earlier >= max(1, earlier // 2), positions
         assert len(positions) < end  # not one per position, as `every=1` alone would take
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
 
 
 def model_rows(path: Path) -> list[str]:
@@ -208,9 +211,7 @@ async def test_a_position_at_a_snapshot_is_answered_by_the_snapshot_itself(
             assert model_rows(built) == model_rows(expected), position
         assert builder.replays_from_window == builder.replays_from_log == 0  # nothing replayed
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
 
 
 @backends.only(backends.SQLITE)
@@ -236,6 +237,4 @@ async def test_replays_read_the_followers_window_and_the_log_where_it_does_not_r
             ), position
         assert builder.replays_from_window and builder.replays_from_log
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
