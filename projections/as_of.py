@@ -61,7 +61,7 @@ class _Model:
     def engine(self) -> AsyncEngine:
         """For queries plain sqlite3 cannot answer; opened the first time one is asked."""
         if self._engine is None:
-            self._engine = open_scratch_model(self.path, read_only=True)
+            self._engine = open_scratch_model(self.path)
         return self._engine
 
     async def dispose(self) -> None:

@@ -38,16 +38,11 @@ async def create_scratch_model(path: Path | None = None) -> AsyncEngine:
     return engine
 
 
-def open_scratch_model(path: Path, *, read_only: bool = False) -> AsyncEngine:
-    """An engine on a scratch model already in the file at `path` (no schema work); the caller
-    disposes of it. `read_only`: the file may be a snapshot's (projections/snapshots.py) linked
-    in, which nothing may write."""
-    url = (
-        f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
-        if read_only
-        else f"sqlite+aiosqlite:///{path}"
-    )
-    engine = create_async_engine(url)
+def open_scratch_model(path: Path) -> AsyncEngine:
+    """A read-only engine on a scratch model already in the file at `path` (no schema work);
+    the caller disposes of it. Read-only: the file may be a snapshot's (projections/snapshots.py)
+    linked in, which nothing may write."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
     configure_engine(engine, scratch=True)
     return engine
 
