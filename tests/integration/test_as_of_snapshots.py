@@ -12,7 +12,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -179,9 +179,10 @@ def model_rows(path: Path) -> list[str]:
         db.close()
 
 
+@contextlib.asynccontextmanager
 async def followed_builder(
     service: Settings, nc: NatsClient, tmp_path: Path, *, recent: int
-) -> tuple[AsOfBuilder, AsOfBuilder, int, asyncio.Task[None]]:
+) -> AsyncIterator[tuple[AsOfBuilder, AsOfBuilder, int]]:
     """A snapshotting builder (every 4) that has followed the recorded workload to its end, one
     that replays from the start of the log (the reference), and the log's end."""
     await recorded_workload(FlowsClient(nc, service.subject_prefix))
@@ -191,27 +192,37 @@ async def followed_builder(
     store = SnapshotStore(tmp_path / "snapshots", 2**40)
     builder = AsOfBuilder(event_log, subjects, store, every=4, max_events=1000, recent=recent)
     follower = asyncio.create_task(builder.follow())
-    await until(lambda: builder.followed >= end - end % 4, "snapshots up to the log's end")
-    await until(lambda: builder.recent.until >= end, "the follower's window up to the end")
-    return builder, AsOfBuilder(event_log, subjects, None, every=0, max_events=0), end, follower
+    try:
+        await until(lambda: builder.followed >= end - end % 4, "snapshots up to the log's end")
+        await until(lambda: builder.recent.until >= end, "the follower's window up to the end")
+        yield builder, AsOfBuilder(event_log, subjects, None, every=0, max_events=0), end
+    finally:
+        await stop(builder, follower)
+
+
+async def build_as_reference(
+    builder: AsOfBuilder, reference: AsOfBuilder, tmp_path: Path, position: int
+) -> tuple[int, Path]:
+    """The model at `position` built by `builder`, which must hold what `reference` builds
+    there; the messages replayed, and the file."""
+    built, expected = tmp_path / f"m-{position}.sqlite", tmp_path / f"r-{position}.sqlite"
+    replayed = await builder.materialize(position, built)
+    await reference.materialize(position, expected)
+    assert model_rows(built) == model_rows(expected), position
+    return replayed, built
 
 
 @backends.only(backends.SQLITE)
 async def test_a_position_at_a_snapshot_is_answered_by_the_snapshot_itself(
     service: Settings, nc: NatsClient, tmp_path: Path
 ) -> None:
-    builder, reference, end, follower = await followed_builder(service, nc, tmp_path, recent=100)
-    try:
+    async with followed_builder(service, nc, tmp_path, recent=100) as (builder, reference, end):
         for position in range(4, end + 1, 4):
-            built, expected = tmp_path / f"m-{position}.sqlite", tmp_path / f"r-{position}.sqlite"
-            assert await builder.materialize(position, built) == 0
-            await reference.materialize(position, expected)
+            replayed, built = await build_as_reference(builder, reference, tmp_path, position)
+            assert replayed == 0, position
             snapshot = tmp_path / "snapshots" / f"at-{position:012d}.sqlite"
             assert built.samefile(snapshot), position  # linked, not copied
-            assert model_rows(built) == model_rows(expected), position
         assert builder.replays_from_window == builder.replays_from_log == 0  # nothing replayed
-    finally:
-        await stop(builder, follower)
 
 
 @backends.only(backends.SQLITE)
@@ -219,22 +230,17 @@ async def test_replays_read_the_followers_window_and_the_log_where_it_does_not_r
     service: Settings, nc: NatsClient, tmp_path: Path
 ) -> None:
     # A window of the last 3 messages: replays from the last snapshot read it, the rest the log.
-    builder, reference, end, follower = await followed_builder(service, nc, tmp_path, recent=3)
-    try:
+    async with followed_builder(service, nc, tmp_path, recent=3) as (builder, reference, end):
         for position in range(end + 1):
             start = position - position % 4
             if start == position:
                 continue  # the snapshot itself (the test above)
             read = builder.replays_from_window, builder.replays_from_log
-            built, expected = tmp_path / f"m-{position}.sqlite", tmp_path / f"r-{position}.sqlite"
-            assert await builder.materialize(position, built) == position - start
-            await reference.materialize(position, expected)
-            assert model_rows(built) == model_rows(expected), position
+            replayed, _ = await build_as_reference(builder, reference, tmp_path, position)
+            assert replayed == position - start, position
             from_window = start >= end - 3
             assert (builder.replays_from_window, builder.replays_from_log) == (
                 read[0] + from_window,
                 read[1] + (not from_window),
             ), position
         assert builder.replays_from_window and builder.replays_from_log
-    finally:
-        await stop(builder, follower)
