@@ -34,6 +34,8 @@ class AttachedModels:
             poolclass=AsyncAdaptedQueuePool,
             pool_size=connections,
             max_overflow=0,
+            # `writing` ends every transaction itself: no ROLLBACK hand-off on each return.
+            pool_reset_on_return=None,
         )
 
         @event.listens_for(self._engine.sync_engine, "connect")
@@ -62,7 +64,11 @@ class AttachedModels:
                 yield conn
             finally:
                 await conn.rollback()  # anything a failed replay left open
-                await driver.executescript(f"DETACH DATABASE {_NAME};")
+                try:
+                    await driver.executescript(f"DETACH DATABASE {_NAME};")
+                except Exception:
+                    await conn.invalidate()  # never lend out a connection with a file attached
+                    raise
 
     async def close(self) -> None:
         await self._engine.dispose()
