@@ -97,7 +97,7 @@ class AsOfBuilder:
         self.replays_from_log = 0
 
     async def materialize(self, position: int, path: Path) -> int:
-        start = await self._start_from_snapshot(position, path)
+        start = self._start_from_snapshot(position, path)
         if start and start == position:
             return 0  # the snapshot is the model: linked in, nothing to open or replay
         pages = self._pages(start, position)
@@ -138,7 +138,7 @@ class AsOfBuilder:
             self._attached = AttachedModels(_BUILDS)
         return self._attached
 
-    async def _start_from_snapshot(self, position: int, path: Path) -> int:
+    def _start_from_snapshot(self, position: int, path: Path) -> int:
         """Put the nearest snapshot at or below `position` at `path`; its position (0: none,
         `path` not made). Refuses a replay from there that would cost too much."""
         while True:
