@@ -11,6 +11,9 @@ Cost, and its bounds:
 - Building a model at position P replays the log from the nearest snapshot S <= P: fewer than
   FLOWS_AS_OF_SNAPSHOT_EVERY messages once the snapshots have caught up with the log. Replays
   longer than `FLOWS_AS_OF_MAX_EVENTS` are refused with a 422 that says so.
+- A built model is read on plain `sqlite3` (projections/sqlite_reads.py), read-only: opening an
+  SQLAlchemy engine and its aiosqlite thread per model cost 15-70 ms of an answer's wall time.
+  Queries that plain path cannot answer open an engine on the model, once, when first asked.
 - The last `cache_size` models are kept (LRU by position), so a tool paging through one point
   in time pays once. Each is a file in `work_dir`, of the size of the flows alive then.
 - At most `_BUILDS` models are built at once (a second request for a position being built
@@ -36,6 +39,7 @@ from events.log import EventLog
 from projections.as_of_builder import AsOfRefused, ModelBuilder
 from projections.log_points import LogPoint, resolve_point
 from projections.scratch import open_scratch_model
+from projections.sqlite_reads import SQLiteDocuments
 
 __all__ = ["AsOfModels", "AsOfRefused"]
 
@@ -48,15 +52,24 @@ _BUILDS = 4
 @dataclass
 class _Model:
     position: int
-    engine: AsyncEngine
     path: Path
+    documents: SQLiteDocuments
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     disposed: bool = False
+    _engine: AsyncEngine | None = None
+
+    def engine(self) -> AsyncEngine:
+        """For queries plain sqlite3 cannot answer; opened the first time one is asked."""
+        if self._engine is None:
+            self._engine = open_scratch_model(self.path)
+        return self._engine
 
     async def dispose(self) -> None:
         async with self.turn:
             self.disposed = True
-            await self.engine.dispose()
+            self.documents.close()
+            if self._engine is not None:
+                await self._engine.dispose()
         self.path.unlink(missing_ok=True)
 
 
@@ -91,13 +104,23 @@ class AsOfModels:
     @contextlib.asynccontextmanager
     async def connect(self, position: int) -> AsyncIterator[AsyncConnection]:
         """A connection to the read model as it was after applying the log up to `position`."""
+        async with self._turn(position) as model, model.engine().connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def documents(self, position: int) -> AsyncIterator[SQLiteDocuments]:
+        """That model on plain sqlite3 (SQLiteBusy from a query: ask `connect` instead)."""
+        async with self._turn(position) as model:
+            yield model.documents
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, position: int) -> AsyncIterator[_Model]:
         while True:
             model = await self._model(position)
             async with model.turn:
                 if model.disposed:  # evicted while this request waited for its turn
                     continue
-                async with model.engine.connect() as conn:
-                    yield conn
+                yield model
                 return
 
     async def close(self) -> None:
@@ -147,10 +170,10 @@ class AsOfModels:
         path = self._dir / f"model-{next(self._names)}.sqlite"
         try:
             messages = await self._builder.materialize(position, path)
-            engine = open_scratch_model(path)
+            documents = SQLiteDocuments(path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         log.info("built an as-of read model at log position %d (%d messages replayed)",
                  position, messages)  # fmt: skip
-        return _Model(position, engine, path)
+        return _Model(position, path, documents)

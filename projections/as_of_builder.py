@@ -4,6 +4,11 @@ follower that takes those snapshots every `every` positions as the log grows.
 
 Both fold the log with the projector's own `apply_messages` (projections/scratch.py), so a
 model built here holds exactly what the live model held at that position.
+
+An answer's cost is mostly fixed, not its replay (a few messages apply in a millisecond), and it
+is paid on the worker's niced CPU while a closed-loop client's slot waits: so a position that is
+a snapshot's is answered by linking the snapshot in (no copy, no engine), and a replay takes its
+messages from the follower's recent window (projections/recent_messages.py) when it holds them.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.contract.errors import FlowsError
 from events.contract.subjects import Subjects
 from events.log import EventLog, StoredMessage
+from projections.attached_models import AttachedModels
 from projections.projector import apply_messages
-from projections.scratch import create_scratch_model, open_scratch_model, replay_into
+from projections.recent_messages import RecentMessages
+from projections.scratch import create_scratch_model
 from projections.snapshots import SnapshotStore
 from projections.tables import LIVE
 
@@ -41,6 +49,11 @@ _FLOWS_PER_POSITION_OF_SPACING = 10
 # Messages the follower holds before applying them short of a boundary (memory stays bounded
 # when snapshots are spaced wide).
 _MAX_HELD = 10_000
+# Models written at once (the service asks for at most 4 at a time: projections/as_of.py).
+_BUILDS = 4
+# Messages the follower keeps for replays (~1 KB each): the last this many positions are
+# answered without reading the log again.
+_RECENT = 20_000
 
 
 class AsOfRefused(FlowsError):
@@ -69,33 +82,78 @@ class AsOfBuilder:
         *,
         every: int,
         max_events: int,
+        recent: int = _RECENT,
     ) -> None:
         self._log = event_log
         self._subjects = subjects
         self._store = store
         self._every = every
         self._max_events = max_events
+        self.recent = RecentMessages(recent)  # what the follower read last, for replays
+        self._attached: AttachedModels | None = None  # opened by the first replay into a copy
         self.followed = 0  # the position of the follower's newest snapshot
+        # How the replays of models built so far read their messages (for tests and profiles).
+        self.replays_from_window = 0
+        self.replays_from_log = 0
 
     async def materialize(self, position: int, path: Path) -> int:
-        for _ in range(3):  # a snapshot thinned away between choosing and copying it
-            start = self._store.nearest(position) if self._store else 0
-            self._check_cost(position, start)
-            if not start:
-                break
-            assert self._store is not None
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(shutil.copyfile, self._store.path(start), path)
-                break
-        # A copy has its tables: creating them again would double the cost of a short replay.
-        engine = open_scratch_model(path) if start else await create_scratch_model(path)
+        start = self._start_from_snapshot(position, path)
+        if start and start == position:
+            return 0  # the snapshot is the model: linked in, nothing to open or replay
+        pages = self._pages(start, position)
+        if start:
+            # A copy has its tables: creating them again would double the cost of a short
+            # replay, and so would opening an engine on it (projections/attached_models.py).
+            async with self._attached_models().writing(path) as conn:
+                await self._apply(conn, pages)
+            return position - start
+        engine = await create_scratch_model(path)
         try:
-            await replay_into(
-                engine, self._log, self._subjects, after=start, until=position, max_batch=_PAGE
-            )
+            async with engine.connect() as conn:
+                await self._apply(conn, pages)
         finally:
             await engine.dispose()
         return position - start
+
+    def _pages(self, start: int, position: int) -> AsyncGenerator[Sequence[StoredMessage]]:
+        """The log's messages in (`start`, `position`]: from the follower's window if it holds
+        them all, else read from the log."""
+        window = self.recent.between(start, position)
+        if window is None:
+            self.replays_from_log += 1
+            return self._log.pages(start, until=position, max_batch=_PAGE)
+        self.replays_from_window += 1
+        return _pages_of(window)
+
+    async def _apply(
+        self, conn: AsyncConnection, pages: AsyncGenerator[Sequence[StoredMessage]]
+    ) -> None:
+        async with contextlib.aclosing(pages):  # a failed page stops the read ahead too
+            async for page in pages:
+                async with conn.begin():
+                    await apply_messages(conn, self._subjects, page)
+
+    def _attached_models(self) -> AttachedModels:
+        if self._attached is None:
+            self._attached = AttachedModels(_BUILDS)
+        return self._attached
+
+    def _start_from_snapshot(self, position: int, path: Path) -> int:
+        """Put the nearest snapshot at or below `position` at `path`; its position (0: none,
+        `path` not made). Refuses a replay from there that would cost too much."""
+        while True:
+            start = self._store.nearest(position) if self._store else 0
+            self._check_cost(position, start)
+            if not start:
+                return 0
+            assert self._store is not None
+            try:
+                # On the loop: a link takes microseconds and a copy ~1 ms (the kernel's), less
+                # than waking a thread of this niced process costs when the machine is busy.
+                _place(self._store.path(start), path, start == position)
+                return start
+            except FileNotFoundError:  # thinned away by another worker, still exiting
+                self._store.forget(start)
 
     def _check_cost(self, position: int, start: int) -> None:
         replay = position - start
@@ -122,7 +180,8 @@ class AsOfBuilder:
         )
 
     async def close(self) -> None:
-        return None
+        if self._attached is not None:
+            await self._attached.close()
 
     async def _spacing(self, engine: AsyncEngine) -> int:
         """Positions between snapshots: `every`, or wider on a model with many flows."""
@@ -144,6 +203,7 @@ class AsOfBuilder:
         if position:
             await asyncio.to_thread(shutil.copyfile, store.path(position), head)
         self.followed = position
+        self.recent.restart(position)
         engine = await create_scratch_model(head)
         try:
             # Held until a boundary is reached (or too many are held), then applied in one
@@ -154,6 +214,7 @@ class AsOfBuilder:
             batches = self._log.follow(position, _PAGE)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
+                    self.recent.extend(batch)
                     held.extend(message for message in batch if message.position > position)
                     if held:
                         position = max(position, held[-1].position)
@@ -179,3 +240,22 @@ class AsOfBuilder:
         finally:
             await engine.dispose()
             head.unlink(missing_ok=True)
+
+
+async def _pages_of(messages: list[StoredMessage]) -> AsyncGenerator[Sequence[StoredMessage]]:
+    for first in range(0, len(messages), _PAGE):
+        yield messages[first : first + _PAGE]
+
+
+def _place(snapshot: Path, path: Path, as_is: bool) -> None:
+    """The snapshot's model at `path`: a hard link where it is read `as_is` (a snapshot is never
+    written once in place, and a link outlives its thinning), else a copy to replay into."""
+    if as_is:
+        try:
+            os.link(snapshot, path)
+            return
+        except FileNotFoundError:
+            raise
+        except OSError:  # a file system without hard links: copy instead
+            pass
+    shutil.copyfile(snapshot, path)

@@ -39,9 +39,10 @@ async def create_scratch_model(path: Path | None = None) -> AsyncEngine:
 
 
 def open_scratch_model(path: Path) -> AsyncEngine:
-    """An engine on a scratch model already in the file at `path` (no schema work); the caller
-    disposes of it."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    """A read-only engine on a scratch model already in the file at `path` (no schema work);
+    the caller disposes of it. Read-only: the file may be a snapshot's (projections/snapshots.py)
+    linked in, which nothing may write."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
     configure_engine(engine, scratch=True)
     return engine
 

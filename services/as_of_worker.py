@@ -66,6 +66,7 @@ async def _serve(settings: Settings) -> None:
         for pending in [*tasks, *([follower] if follower else [])]:
             pending.cancel()
         await asyncio.gather(*tasks, *([follower] if follower else []), return_exceptions=True)
+        await builder.close()
         with contextlib.suppress(Exception):
             await nc.close()
 

@@ -68,6 +68,10 @@ class QueryHandlers:
                 if as_of is not None:
                     # Read from the log, not the live model: no wait for the projector.
                     request = parse(load_json_body(payload))
+                    if now is not None:
+                        with contextlib.suppress(SQLiteBusy):
+                            async with parts.as_of.documents(as_of) as documents:
+                                return Reply(200, await now(documents, request), as_of)
                     return await run(lambda: parts.as_of.connect(as_of), request, as_of)
                 positions = parts.positions
                 wanted = await positions.wanted(headers)

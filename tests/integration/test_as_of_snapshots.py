@@ -10,8 +10,9 @@ import dataclasses
 import itertools
 import os
 import signal
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,7 @@ async def test_a_model_replays_fewer_messages_than_the_snapshot_interval(
             replayed = await builder.materialize(position, tmp_path / f"m-{position}.sqlite")
             assert replayed == position % 4, position
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
     assert not list((tmp_path / "snapshots").glob("*.work"))
 
 
@@ -101,6 +100,13 @@ async def test_the_worker_runs_at_a_lower_cpu_priority(service: Settings, nc: Na
 
     [worker] = worker_pids()
     assert os.getpriority(os.PRIO_PROCESS, worker) == os.nice(0) + service.as_of_worker_nice
+
+
+async def stop(builder: AsOfBuilder, follower: asyncio.Task[None]) -> None:
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+    await builder.close()
 
 
 def worker_pids() -> list[int]:
@@ -160,6 +166,81 @@ async def test_snapshots_are_spaced_wider_on_a_model_with_many_flows(
             assert later - earlier >= max(1, earlier // 2), positions
         assert len(positions) < end  # not one per position, as `every=1` alone would take
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop(builder, follower)
+
+
+def model_rows(path: Path) -> list[str]:
+    """Everything a model file holds, as SQL, in an order that does not depend on how it was
+    built."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return sorted(db.iterdump())
+    finally:
+        db.close()
+
+
+@contextlib.asynccontextmanager
+async def followed_builder(
+    service: Settings, nc: NatsClient, tmp_path: Path, *, recent: int
+) -> AsyncIterator[tuple[AsOfBuilder, AsOfBuilder, int]]:
+    """A snapshotting builder (every 4) that has followed the recorded workload to its end, one
+    that replays from the start of the log (the reference), and the log's end."""
+    await recorded_workload(FlowsClient(nc, service.subject_prefix))
+    subjects = Subjects(service.subject_prefix)
+    event_log = JetStreamLog(nc, subjects, service.stream)
+    end = await event_log.last_position()
+    store = SnapshotStore(tmp_path / "snapshots", 2**40)
+    builder = AsOfBuilder(event_log, subjects, store, every=4, max_events=1000, recent=recent)
+    follower = asyncio.create_task(builder.follow())
+    try:
+        await until(lambda: builder.followed >= end - end % 4, "snapshots up to the log's end")
+        await until(lambda: builder.recent.until >= end, "the follower's window up to the end")
+        yield builder, AsOfBuilder(event_log, subjects, None, every=0, max_events=0), end
+    finally:
+        await stop(builder, follower)
+
+
+async def build_as_reference(
+    builder: AsOfBuilder, reference: AsOfBuilder, tmp_path: Path, position: int
+) -> tuple[int, Path]:
+    """The model at `position` built by `builder`, which must hold what `reference` builds
+    there; the messages replayed, and the file."""
+    built, expected = tmp_path / f"m-{position}.sqlite", tmp_path / f"r-{position}.sqlite"
+    replayed = await builder.materialize(position, built)
+    await reference.materialize(position, expected)
+    assert model_rows(built) == model_rows(expected), position
+    return replayed, built
+
+
+@backends.only(backends.SQLITE)
+async def test_a_position_at_a_snapshot_is_answered_by_the_snapshot_itself(
+    service: Settings, nc: NatsClient, tmp_path: Path
+) -> None:
+    async with followed_builder(service, nc, tmp_path, recent=100) as (builder, reference, end):
+        for position in range(4, end + 1, 4):
+            replayed, built = await build_as_reference(builder, reference, tmp_path, position)
+            assert replayed == 0, position
+            snapshot = tmp_path / "snapshots" / f"at-{position:012d}.sqlite"
+            assert built.samefile(snapshot), position  # linked, not copied
+        assert builder.replays_from_window == builder.replays_from_log == 0  # nothing replayed
+
+
+@backends.only(backends.SQLITE)
+async def test_replays_read_the_followers_window_and_the_log_where_it_does_not_reach(
+    service: Settings, nc: NatsClient, tmp_path: Path
+) -> None:
+    # A window of the last 3 messages: replays from the last snapshot read it, the rest the log.
+    async with followed_builder(service, nc, tmp_path, recent=3) as (builder, reference, end):
+        for position in range(end + 1):
+            start = position - position % 4
+            if start == position:
+                continue  # the snapshot itself (the test above)
+            read = builder.replays_from_window, builder.replays_from_log
+            replayed, _ = await build_as_reference(builder, reference, tmp_path, position)
+            assert replayed == position - start, position
+            from_window = start >= end - 3
+            assert (builder.replays_from_window, builder.replays_from_log) == (
+                read[0] + from_window,
+                read[1] + (not from_window),
+            ), position
+        assert builder.replays_from_window and builder.replays_from_log

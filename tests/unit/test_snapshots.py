@@ -42,3 +42,26 @@ def test_leftovers_of_processes_that_ended_are_removed(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path / "s", 100)
     assert store.positions() == []
     assert [p.name for p in (tmp_path / "s").iterdir()] == [f"head-{os.getpid()}.work"]
+
+
+def test_the_index_in_memory_matches_the_directory_after_a_restart(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "s", 450)
+    for position in range(10, 110, 10):
+        store.add(model_file(tmp_path, 100), position)  # thinned as it goes
+    (tmp_path / "s" / "at-notdigits.sqlite").write_bytes(b"not a snapshot")
+    reopened = SnapshotStore(tmp_path / "s", 450)
+    on_disk = sorted(int(p.name[3:15]) for p in (tmp_path / "s").glob("at-0*.sqlite"))
+    assert store.positions() == reopened.positions() == on_disk
+    assert store.total_bytes() == reopened.total_bytes() == 100 * len(on_disk)
+    assert [reopened.nearest(p) for p in (0, 55, 100, 1000)] == [
+        store.nearest(p) for p in (0, 55, 100, 1000)
+    ]
+
+
+def test_a_snapshot_thinned_by_another_process_is_forgotten(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "s", 10_000)
+    for position in (10, 20):
+        store.add(model_file(tmp_path, 10), position)
+    store.path(20).unlink()  # another worker, still exiting, thinned it
+    store.forget(20)
+    assert store.positions() == [10] and store.nearest(25) == 10 and store.total_bytes() == 10
