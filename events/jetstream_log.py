@@ -102,6 +102,7 @@ class JetStreamLog:
         self._batch_slots = asyncio.Semaphore(_MAX_BATCHES_IN_FLIGHT)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self._group = GroupCommit(self._append_now, MAX_APPEND_MESSAGES, pipeline)
 
     @property
@@ -314,9 +315,11 @@ class JetStreamLog:
                 async for page in pages:
                     yield page
                     position = page[-1].position
-            async for batch in self._live(position, max_batch):
-                yield batch
-                position = batch[-1].position
+            live = self._live(position, max_batch)
+            async with contextlib.aclosing(live):  # its consumer goes when the follower does
+                async for batch in live:
+                    yield batch
+                    position = batch[-1].position
 
     async def _live(self, after: int, max_batch: int) -> AsyncGenerator[list[StoredMessage], None]:
         """What an ordered consumer delivers after a position, until more arrives than a few
@@ -326,8 +329,8 @@ class JetStreamLog:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
-        try:
-            subscription = await self._nc.jetstream().subscribe(
+        subscribing = asyncio.ensure_future(
+            self._nc.jetstream().subscribe(
                 f"{self._subjects.prefix}.>",
                 stream=self._stream,
                 cb=arrivals.add,
@@ -339,6 +342,17 @@ class JetStreamLog:
                 pending_msgs_limit=0,
                 pending_bytes_limit=0,
             )
+        )
+        try:
+            # In a task of its own, awaited through a shield: creating the consumer is a
+            # nats-py request, which waits with asyncio.wait_for, and on Python 3.11 a
+            # cancellation meeting wait_for's completion is lost (CPython gh-86296). The
+            # follower starts its consumer just as it catches up, which is when a stopping
+            # service (or a test that waited for the catch-up) cancels it: it hung there.
+            subscription = await asyncio.shield(subscribing)
+        except asyncio.CancelledError:
+            subscribing.add_done_callback(self._unsubscribe_when_made)
+            raise
         except _NATS_ERRORS as exc:
             raise self._unavailable("could not start following", exc) from None
         try:
@@ -351,10 +365,14 @@ class JetStreamLog:
                     return
                 yield batch
         finally:
-            try:
-                await subscription.unsubscribe()
-            except Exception:  # the connection may be closing; nothing to clean then
-                log.debug("unsubscribe of the log follower failed", exc_info=True)
+            await _unsubscribe(subscription)
+
+    def _unsubscribe_when_made(self, subscribing: asyncio.Future[Any]) -> None:
+        """A consumer made for a follower that was cancelled meanwhile goes at once."""
+        if not subscribing.cancelled() and subscribing.exception() is None:
+            task = asyncio.ensure_future(_unsubscribe(subscribing.result()))
+            self._background.add(task)  # held until done, or it could be collected first
+            task.add_done_callback(self._background.discard)
 
     async def _leader_get(self, request: dict[str, Any]) -> StoredMessage | None:
         """One message, as the stream leader has it: after every acknowledged append."""
@@ -528,6 +546,13 @@ def _position_from_ack(reply: Msg, stream: str) -> int:
             f"(code {error.get('err_code')})"
         )
     return int(ack["seq"])
+
+
+async def _unsubscribe(subscription: Subscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception:  # the connection may be closing; nothing to clean then
+        log.debug("unsubscribe of the log follower failed", exc_info=True)
 
 
 @contextlib.asynccontextmanager

@@ -14,6 +14,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from events import jetstream_log as jetstream
 from events.contract.errors import LogUnavailable
@@ -174,3 +175,37 @@ async def test_a_follower_outrun_by_a_burst_reads_pages_and_loses_nothing(
             seen.extend(m.position for m in batch)
     assert seen == list(range(1, 301))
     assert paged_from[0] == 0 and len(paged_from) > 1  # it went back to pages
+
+
+async def test_a_follower_cancelled_while_its_consumer_is_made_stops(
+    event_log: JetStreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's asyncio.wait_for, which nats-py's requests use, can lose a cancellation
+    that meets its answer (CPython gh-86296): making the consumer must not be where a
+    stopping follower gets stuck. The stand-in here loses every cancellation."""
+    entered, release, made = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    subscribe = JetStreamContext.subscribe
+
+    async def losing_cancellations(self: JetStreamContext, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        subscription = await subscribe(self, *args, **kwargs)
+        made.set()
+        return subscription
+
+    monkeypatch.setattr(JetStreamContext, "subscribe", losing_cancellations)
+    subscriptions = len(event_log._nc._subs)
+    follower = event_log.follow(0)
+    first = asyncio.ensure_future(anext(follower))
+    await asyncio.wait_for(entered.wait(), 10)
+    first.cancel()
+    done, _ = await asyncio.wait({first}, timeout=10)
+    assert first in done and first.cancelled()
+    release.set()  # the consumer is made after all, and must be unsubscribed at once
+    await asyncio.wait_for(made.wait(), 10)
+    deadline = asyncio.get_running_loop().time() + 10
+    while event_log._background or len(event_log._nc._subs) > subscriptions:
+        assert asyncio.get_running_loop().time() < deadline, "the late consumer was kept"
+        await asyncio.sleep(0.01)  # polling the connection's own bookkeeping
