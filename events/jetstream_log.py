@@ -304,9 +304,10 @@ class JetStreamLog:
         batches and a quiet one a batch as soon as a message comes. A push consumer is not
         for catching up: JetStream pushes a backlog far faster than it is folded, and what
         nats-py cannot queue it drops after counting it delivered, so its ordered consumer
-        never notices the gap (a 1M-message backlog lost ~2.5% of its messages that way). So
-        the live consumer delivers into bounded `Arrivals`; when they overflow, the follower
-        has fallen behind: it drops the consumer and reads pages again from what it took.
+        never notices the gap (a 1M-message backlog read at ~20k messages/s lost ~3% of its
+        messages that way). So the live consumer delivers into bounded `Arrivals`; when they
+        overflow, the follower has fallen behind: it drops the consumer and reads pages again
+        from what it took.
         """
         position = after
         while True:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Hashable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["Described", "describe", "split_nul"]
+__all__ = ["ByShape", "Described", "describe", "split_nul"]
 
 # The values a list criterion binds (a statement uses the ones its SQL needs):
 PLAIN_JSON: Final = "__plain"  # SQLite: JSON text of the values without U+0000
@@ -30,6 +32,33 @@ HEX_JSON: Final = "__hex"  # SQLite: JSON text of the others, as the upper-case 
 ALL_JSON: Final = "__all"  # SQLite: JSON text of every value
 DISTINCT: Final = "__n"  # how many distinct values
 TEXT_ARRAY: Final = "__array"  # PostgreSQL: the values as a text array
+
+
+_Worked = TypeVar("_Worked")
+
+
+class ByShape(Generic[_Worked]):
+    """What was worked out per filter shape (a statement, a decision), the `size` most recently
+    used. It holds no values and no connection, so one process-wide instance serves every
+    engine (a key names its dialect where that matters); a lock keeps it whole should queries
+    ever run on more than one thread."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._worked: OrderedDict[Hashable, _Worked] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, work: Callable[[], _Worked]) -> _Worked:
+        with self._lock:
+            if key in self._worked:
+                self._worked.move_to_end(key)
+                return self._worked[key]
+        worked = work()  # outside the lock: building a statement takes a millisecond
+        with self._lock:
+            self._worked[key] = worked
+            if len(self._worked) > self._size:
+                self._worked.popitem(last=False)
+        return worked
 
 
 class Described:

@@ -18,7 +18,6 @@ with its flows.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,7 +25,7 @@ from typing import Any, Final
 from sqlalchemy import BigInteger, Select, Text, bindparam, func, literal, select
 
 from events.contract.filters import FlowFilters
-from projections.filter_params import Described
+from projections.filter_params import ByShape, Described
 from projections.filter_sql import flows_where, tags_all_only
 from projections.tables import flow_count, flow_tag_count
 
@@ -59,7 +58,7 @@ class KeptCount:
 def kept_count(filters: FlowFilters, described: Described) -> KeptCount | None:
     """The counter read answering a count of `filters`; None when only the SQL path can.
     `described` is `describe_filters(filters)`."""
-    kind = _KINDS.get(described.shape, filters)
+    kind = _KINDS.get(described.shape, lambda: _kind(filters))
     if kind == "every flow":
         return KeptCount(("kept-count", kind), _EVERY_FLOW, {})
     if kind == "one tag":
@@ -77,25 +76,5 @@ def _kind(filters: FlowFilters) -> str | None:
     return "one tag" if tags is not None and len(set(tags)) == 1 else None
 
 
-class _KindsByShape:
-    """A filter's kind depends only on its shape (what the SQL looks like), so it is worked out
-    once per shape; shapes are bounded as the statement caches bound them."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._kinds: dict[Hashable, str | None] = {}
-        self._lock = threading.Lock()
-
-    def get(self, shape: Hashable, filters: FlowFilters) -> str | None:
-        with self._lock:
-            if shape in self._kinds:
-                return self._kinds[shape]
-        kind = _kind(filters)
-        with self._lock:
-            if len(self._kinds) >= self._size:
-                self._kinds.pop(next(iter(self._kinds)))  # the oldest shape
-            self._kinds[shape] = kind
-        return kind
-
-
-_KINDS = _KindsByShape(256)
+# A filter's kind depends only on its shape (what the SQL looks like): worked out once a shape.
+_KINDS: ByShape[str | None] = ByShape(256)

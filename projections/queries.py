@@ -14,10 +14,8 @@ projections/sqlite_reads.py runs the same statements on plain `sqlite3`.
 from __future__ import annotations
 
 import math
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -26,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.contract.filters import FlowFilter, FlowFilters, FlowSort
 from events.contract.queries import FilterRequest, PaginateRequest
-from projections.filter_params import Described
+from projections.filter_params import ByShape, Described
 from projections.filter_sql import (
     describe_filters,
     flow_order_by,
@@ -75,31 +73,8 @@ class Prepared:
     params: dict[str, Any]
 
 
-class _Statements:
-    """The statements built so far, by shape. They hold no values and no connection, so one
-    process-wide cache serves every engine of a dialect (the key names the dialect); a lock
-    keeps it whole should queries ever run on more than one thread."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._built: OrderedDict[Hashable, Select[Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, build: Callable[[], Select[Any]]) -> Select[Any]:
-        with self._lock:
-            statement = self._built.get(key)
-            if statement is not None:
-                self._built.move_to_end(key)
-                return statement
-        statement = build()  # outside the lock: building takes a millisecond
-        with self._lock:
-            self._built[key] = statement
-            if len(self._built) > self._size:
-                self._built.popitem(last=False)
-        return statement
-
-
-_STATEMENTS = _Statements(_CACHED_SHAPES)
+# The statements built so far, by shape (the key names the dialect).
+_STATEMENTS: ByShape[Select[Any]] = ByShape(_CACHED_SHAPES)
 
 
 class _HasFilters(Protocol):
