@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NotJSMessageError
 
 from events.log import StoredMessage
+from events.raw_delivery import header_value, status_of
 from events.timefmt import parse_datetime
 
 __all__ = ["Arrivals", "BatchReply", "delivered", "nanosecond_time", "stored"]
@@ -35,6 +36,10 @@ _CLOSED_CHECK_S = 1.0
 _ACK_TOKENS = 9
 _ACK_TOKENS_WITH_DOMAIN = 11
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The headers a direct get's answer carries its message's place in (events/raw_delivery.py).
+_SUBJECT = b"\r\nNats-Subject:"
+_SEQUENCE = b"\r\nNats-Sequence:"
+_TIME_STAMP = b"\r\nNats-Time-Stamp:"
 
 
 class BatchReply:
@@ -58,6 +63,27 @@ class BatchReply:
                 self.ended.set_result((status, description))
             return
         self.messages.append(stored(msg))
+
+    def add_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        """`add` for a raw subscription (events/raw_delivery.py): the same messages, read
+        straight from the header block."""
+        if not self.started.done():
+            self.started.set_result(None)
+        status, description = status_of(headers)
+        if status:
+            if not self.ended.done():
+                self.ended.set_result((status.decode(), description.decode("utf-8", "replace")))
+            return
+        position = header_value(headers, _SEQUENCE)
+        stamp = header_value(headers, _TIME_STAMP)
+        self.messages.append(
+            StoredMessage(
+                subject=(header_value(headers, _SUBJECT) or b"").decode("utf-8", "replace"),
+                data=data,
+                position=int(position or 0),
+                time=nanosecond_time(stamp.decode() if stamp else None),
+            )
+        )
 
 
 class Arrivals:

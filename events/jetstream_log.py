@@ -48,6 +48,7 @@ from events.group_commit import GroupCommit
 from events.jetstream_delivery import Arrivals, BatchReply, delivered, nanosecond_time
 from events.log import MAX_APPEND_MESSAGES, AppendMessage, StoredMessage, WrongExpectedPosition
 from events.paging import read_ahead
+from events.raw_delivery import supports_raw
 
 __all__ = ["JetStreamLog", "StreamSettings", "open_log"]
 
@@ -404,7 +405,11 @@ class JetStreamLog:
             # One replica answers a batch, in order, on the request's inbox; each attempt has
             # its own inbox, so a late answer to an earlier one never mixes in.
             reply = BatchReply()
-            subscriptions.append(await self._nc.subscribe(self._nc.new_inbox(), cb=reply.add))
+            inbox = self._nc.new_inbox()
+            if supports_raw(self._nc):  # ~15 µs a message less (events/raw_delivery.py)
+                subscriptions.append(await self._nc.subscribe_raw(inbox, reply.add_raw))
+            else:
+                subscriptions.append(await self._nc.subscribe(inbox, cb=reply.add))
             await self._nc.publish(subject, data, reply=subscriptions[-1].subject)
             # asyncio.wait, not wait_for: on Python 3.11 a cancellation that meets wait_for's
             # completion is lost (CPython gh-86296), and a follower reads pages too: a

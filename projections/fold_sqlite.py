@@ -179,10 +179,11 @@ async def apply_in_thread(
     subjects: Subjects,
     batch: Sequence[StoredMessage],
     tables: ReadModelTables | None,
+    through: int | None = None,
 ) -> None:
     """Fold `batch` into `tables` inside the caller's transaction, in aiosqlite's thread; with
-    `tables` None, into the live set with the checkpoint read and moved (`apply_batch`; the
-    caller has taken the write lock)."""
+    `tables` None, into the live set with the checkpoint read and moved to `through`, by default
+    the batch's last position (`apply_batch`; the caller has taken the write lock)."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
     # aiosqlite runs every call on its connection in one thread, queued; `_execute` queues
     # ours (aiosqlite has no public way to run a function there: its own methods use this).
@@ -195,10 +196,12 @@ async def apply_in_thread(
     db = driver._conn
     try:
         if tables is None:  # apply_batch: the checkpoint first
+            if through is None:
+                through = batch[-1].position
             applied = await run(_read_checkpoint, db)
-            batch = [message for message in batch if message.position > applied]
-            if not batch:
+            if through <= applied:
                 return
+            batch = [message for message in batch if message.position > applied]
         sql = _statements(LIVE if tables is None else tables)
         folding = fold(subjects, batch, STAMPS)
         writes: list[Op] = []
@@ -213,7 +216,7 @@ async def apply_in_thread(
                 fetched = await run(_write, db, sql, writes)
                 writes = []
         if tables is None:
-            writes.append(("checkpoint", [batch[-1].position]))
+            writes.append(("checkpoint", [through]))
         if writes:
             await run(_write, db, sql, writes)
     except sqlite3.Error as exc:

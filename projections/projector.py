@@ -56,6 +56,7 @@ class Projector:
         """Catch up from the checkpoint, then follow the log until cancelled."""
         position = await self.load_checkpoint()
         log.info("projector starting after log position %d", position)
+        position = await self._catch_up(position)
         # aclosing: on cancellation the follower's subscription is closed at once, so a
         # shutdown never waits on messages nobody will read.
         async with contextlib.aclosing(self._log.follow(position, self._max_batch)) as batches:
@@ -67,19 +68,47 @@ class Projector:
                 position = fresh[-1].position
                 self._watcher.advance(position)
 
-    async def _apply_with_retry(self, batch: Sequence[StoredMessage]) -> None:
+    async def _catch_up(self, position: int) -> int:
+        """Fold the events up to the log's end as it is now, reading nothing else, and return
+        the position the model then holds (that end).
+
+        Name markers and stored replies are ~45% of a log's messages and only ever move the
+        checkpoint, so a backlog is read without them (a filtered direct get): the checkpoint
+        moves to each page's last event, and at the end to the log's end, which the filtered
+        read has covered. What arrives meanwhile is the follower's, unfiltered: a follower
+        must move the checkpoint to every new position, the last one too, which a
+        linearizable read waits for (services/consistency.py)."""
+        end = await self._log.last_position()
+        if end <= position:
+            return position
+        pages = self._log.pages(
+            position, until=end, max_batch=self._max_batch, subject_filter=self._subjects.all_events
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                await self._apply_with_retry(page, page[-1].position)
+                position = page[-1].position
+                self._watcher.advance(position)
+        if position < end:
+            await self._apply_with_retry([], end)
+            self._watcher.advance(end)
+        return end
+
+    async def _apply_with_retry(
+        self, batch: Sequence[StoredMessage], through: int | None = None
+    ) -> None:
         delay = 0.1
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    await apply_batch(conn, self._subjects, batch)
+                    await apply_batch(conn, self._subjects, batch, through)
                 return
             except Exception:
                 log.exception(
                     "projector could not write log positions %d..%d to the read model; "
                     "retrying in %.1fs (check the database named by FLOWS_DATABASE_URL)",
-                    batch[0].position,
-                    batch[-1].position,
+                    batch[0].position if batch else through,
+                    batch[-1].position if batch else through,
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -87,27 +116,34 @@ class Projector:
 
 
 async def apply_batch(
-    conn: AsyncConnection, subjects: Subjects, batch: Sequence[StoredMessage]
+    conn: AsyncConnection,
+    subjects: Subjects,
+    batch: Sequence[StoredMessage],
+    through: int | None = None,
 ) -> None:
-    """Apply a batch of log messages and move the checkpoint, inside the caller's transaction.
+    """Apply a batch of log messages and move the checkpoint to `through` (by default the
+    batch's last position; further when the batch was read with a filter that left out the
+    messages after it), inside the caller's transaction.
 
     Messages at or below the stored checkpoint are skipped, so two projectors sharing one
     database (several service instances on PostgreSQL), or a rebuild racing the live projector,
     never apply an event twice: the checkpoint row is read under a lock in the same transaction.
     """
+    if through is None:
+        through = batch[-1].position
     dialect = dialect_of(conn)
     if dialect.name == "sqlite":
         # The write lock first (write_lock.py), then the checkpoint, the batch and the new
         # checkpoint in one hop to the connection's thread.
         await dialect.lock_writers(conn)
-        await fold_sqlite.apply_in_thread(conn, subjects, batch, None)
+        await fold_sqlite.apply_in_thread(conn, subjects, batch, None, through)
         return
     applied = await lock_checkpoint(conn)
     batch = [message for message in batch if message.position > applied]
-    if not batch:
-        return
-    await apply_messages(conn, subjects, batch)
-    await move_checkpoint(conn, batch[-1].position)
+    if batch:
+        await apply_messages(conn, subjects, batch)
+    if through > applied:
+        await move_checkpoint(conn, through)
 
 
 async def apply_messages(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from nats.aio.client import Client
+from events.raw_delivery import RawSubscriptions
 
 __all__ = ["FastHeadersClient", "parse_header_lines"]
 
@@ -37,7 +37,8 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
     return headers
 
 
-class FastHeadersClient(Client):
-    """nats-py's client, parsing headers with `parse_header_lines`."""
+class FastHeadersClient(RawSubscriptions):
+    """nats-py's client, parsing headers with `parse_header_lines`, with raw subscriptions
+    (events/raw_delivery.py) for the log's reads."""
 
     _parse_header_lines = staticmethod(parse_header_lines)

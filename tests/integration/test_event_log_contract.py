@@ -22,6 +22,7 @@ from events.contract.subjects import Subjects
 from events.jetstream_log import JetStreamLog, StreamSettings
 from events.log import AppendMessage, EventLog, StoredMessage, WrongExpectedPosition
 from events.memory_log import InMemoryLog
+from events.raw_delivery import RawSubscriptions
 from services.embedded import EmbeddedNats
 
 
@@ -48,15 +49,21 @@ class Backend:
         return [[message.position for message in page] async for page in pages]
 
 
-@pytest.fixture(params=["memory", "jetstream"])
+@pytest.fixture(params=["memory", "jetstream", "jetstream-raw"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """`jetstream-raw`: on a client with raw subscriptions (events/raw_delivery.py), which the
+    service's connections are, so its reads take the raw path; `jetstream`: nats-py's own."""
     tag = uuid.uuid4().hex[:8]
     subjects = Subjects(f"c{tag}")
     if request.param == "memory":
         yield Backend(InMemoryLog(), subjects)
         return
     server: EmbeddedNats = request.getfixturevalue("nats_server")
-    nc = await nats.connect(server.url)
+    if request.param == "jetstream-raw":
+        nc = RawSubscriptions()
+        await nc.connect(servers=[server.url])
+    else:
+        nc = await nats.connect(server.url)
     try:
         log = JetStreamLog(nc, subjects, f"C{tag}", timeout_s=5)
         await log.ensure_stream(StreamSettings(f"C{tag}"))
@@ -247,6 +254,18 @@ class TestPages:
         assert await backend.positions_of_pages(0, max_batch=2, subject_filter=odd) == [[2, 4], [6]]
         assert await backend.positions_of_pages(0, 5, 1, subject_filter=odd) == [[2], [4]]
         assert await backend.positions_of_pages(0, subject_filter=s.event("none")) == []
+
+    async def test_pages_of_every_event_leave_out_the_name_markers(self, backend: Backend) -> None:
+        """What the projector and a rebuild catch up with: events only, up to an end."""
+        await backend.interleave()  # events at 1, 3, 5, 7, 9; markers between
+        every_event = backend.subjects.all_events
+        assert await backend.positions_of_pages(0, 10, 2, subject_filter=every_event) == [
+            [1, 3],
+            [5, 7],
+            [9],
+        ]
+        assert await backend.positions_of_pages(3, 8, 2, subject_filter=every_event) == [[5, 7]]
+        assert await backend.positions_of_pages(9, 10, 2, subject_filter=every_event) == []
 
     async def test_reading_ahead_gives_what_reading_one_page_at_a_time_gives(
         self, backend: Backend

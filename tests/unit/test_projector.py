@@ -199,3 +199,62 @@ async def test_the_projector_resumes_from_its_checkpoint(engine: AsyncEngine) ->
     watcher = PositionWatcher()
     assert await Projector(engine, log, SUBJECTS, watcher).load_checkpoint() == 10
     assert watcher.position == 10
+
+
+class _ReadSpy(InMemoryLog):
+    """An in-memory log that keeps every message its readers were given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[str] = []
+
+    async def read(self, after: int, limit: int, subject_filter: str | None = None):  # type: ignore[no-untyped-def]
+        found = await super().read(after, limit, subject_filter)
+        self.given.extend(message.subject for message in found)
+        return found
+
+
+async def test_a_backlog_is_caught_up_from_its_events_alone_to_the_logs_end(
+    engine: AsyncEngine,
+) -> None:
+    """Name markers and stored replies are not read while catching up, yet the checkpoint
+    reaches the log's end, a marker here, which a linearizable read waits for."""
+    log = _ReadSpy()
+    await workload(log)
+    end = len(log.messages)
+    assert SUBJECTS.flow_id_of(log.messages[-1].subject) is None  # the log ends in a marker
+    watcher = PositionWatcher()
+    task = asyncio.create_task(Projector(engine, log, SUBJECTS, watcher, max_batch=4).run())
+    try:
+        assert await watcher.wait_for(end, timeout_s=5)
+        assert log.given and all(SUBJECTS.flow_id_of(subject) for subject in log.given)
+        assert {flow_id: row["name"] for flow_id, row in (await rows(engine)).items()} == {
+            flow_id: state.name for flow_id, state in folded(log).items()
+        }
+        async with engine.connect() as conn:
+            assert await read_checkpoint(conn) == end
+        # What comes next is followed live, every message, so the checkpoint keeps up with
+        # the log's end whatever is appended last.
+        outcome = await make_writer(log).execute(CreateFlow(name="after", tags=[]))
+        assert isinstance(outcome, CommandResult)
+        assert await watcher.wait_for(len(log.messages), timeout_s=5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_batch_moves_the_checkpoint_through_positions_it_does_not_hold(
+    engine: AsyncEngine,
+) -> None:
+    log = InMemoryLog()
+    await workload(log)
+    first_event = log.messages[0]
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, [first_event], through=first_event.position + 1)
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, [], through=5)
+    async with engine.begin() as conn:
+        await apply_batch(conn, SUBJECTS, [], through=3)  # behind: changes nothing
+        assert await read_checkpoint(conn) == 5
+    assert len(await rows(engine)) == 1
