@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from events import jsoncodec
@@ -23,11 +23,13 @@ __all__ = [
     "Event",
     "EventType",
     "RecordedEvent",
+    "checked_event",
     "decode_event",
     "encode_event",
     "flow_document",
     "flow_document_json",
     "format_occurred",
+    "occurred_text",
 ]
 
 EventType = Literal["FlowCreated", "FlowUpdated", "FlowDeleted"]
@@ -35,6 +37,9 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DIGEST = re.compile("[0-9a-f]{64}")
 # A flow id as the service writes it; anything else is left to `UUID()` to accept or refuse.
 _CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# An event's time exactly as `format_occurred` writes it (what the writer writes): a year from
+# 1000, seconds, and a fraction only when it is not zero, six digits.
+_CANONICAL_TIME = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +88,42 @@ def encode_event(event: Event) -> bytes:
     return jsoncodec.dumps(event.as_json())
 
 
-def _require(condition: bool, position: int, reason: str) -> None:
-    if not condition:
-        raise MalformedEvent(position, reason)
-
-
 def decode_event(payload: bytes, position: int) -> RecordedEvent:
     """Decode one log message; anything that is not a well-formed event raises MalformedEvent."""
+    raw, written, occurred = checked_event(payload, position)
+    event = Event(
+        id=raw["id"],
+        type=raw["type"],
+        flow_id=raw["flow_id"],
+        occurred=occurred,
+        data=raw["data"],
+        metadata=raw.get("metadata", {}),
+        prev=raw.get("prev"),
+    )
+    return RecordedEvent(event=event, position=position, schema=written)
+
+
+def checked_event(payload: bytes, position: int) -> tuple[dict[str, Any], int, datetime]:
+    """What `decode_event` checks and reads, without building its objects (~3 µs an event,
+    which the projector, reading every event, does without): the event's JSON object upcast
+    to the current schema, the schema it was written in, and its time. Raises MalformedEvent
+    as `decode_event` does.
+
+    Each check raises where it fails, its reason formatted only then: every event read pays
+    for the checks, none for the messages."""
     try:
         raw = jsoncodec.loads(payload)
     except ValueError as exc:
         raise MalformedEvent(position, f"not JSON: {exc}") from None
-    _require(isinstance(raw, dict), position, "not a JSON object")
+    if not isinstance(raw, dict):
+        raise MalformedEvent(position, "not a JSON object")
     raw, written = upcast(raw, position)
     event_type = raw.get("type")
-    _require(event_type in EVENT_TYPES, position, f"unknown event type {event_type!r}")
-    for key in ("id", "flow_id", "occurred"):
-        _require(isinstance(raw.get(key), str), position, f"field {key!r} missing or not a string")
+    if event_type not in EVENT_TYPES:
+        raise MalformedEvent(position, f"unknown event type {event_type!r}")
+    for key in _STRING_FIELDS:
+        if not isinstance(raw.get(key), str):
+            raise MalformedEvent(position, f"field {key!r} missing or not a string")
     try:
         if _CANONICAL_UUID.fullmatch(raw["flow_id"]) is None:  # the fast path: no UUID object
             UUID(raw["flow_id"])
@@ -107,22 +131,18 @@ def decode_event(payload: bytes, position: int) -> RecordedEvent:
     except ValueError as exc:
         raise MalformedEvent(position, str(exc)) from None
     data: Any = raw.get("data")
-    metadata: Any = raw.get("metadata", {})
-    _require(isinstance(data, dict), position, "field 'data' missing or not an object")
-    _require(isinstance(metadata, dict), position, "field 'metadata' is not an object")
+    if not isinstance(data, dict):
+        raise MalformedEvent(position, "field 'data' missing or not an object")
+    if not isinstance(raw.get("metadata", {}), dict):
+        raise MalformedEvent(position, "field 'metadata' is not an object")
     prev = raw.get("prev")
-    _require(prev is None or _is_digest(prev), position, "field 'prev' is not a SHA-256 hex digest")
-    _check_data(cast(EventType, event_type), data, position)
-    event = Event(
-        id=raw["id"],
-        type=cast(EventType, event_type),
-        flow_id=raw["flow_id"],
-        occurred=occurred,
-        data=data,
-        metadata=metadata,
-        prev=prev,
-    )
-    return RecordedEvent(event=event, position=position, schema=written)
+    if prev is not None and not _is_digest(prev):
+        raise MalformedEvent(position, "field 'prev' is not a SHA-256 hex digest")
+    _check_data(event_type, data, position)
+    return raw, written, occurred
+
+
+_STRING_FIELDS = ("id", "flow_id", "occurred")
 
 
 def _is_digest(value: Any) -> bool:
@@ -138,18 +158,21 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(map(_IS_STR, value))
 
 
-def _check_data(event_type: EventType, data: dict[str, Any], position: int) -> None:
+def _check_data(event_type: str, data: dict[str, Any], position: int) -> None:
     """The projector trusts these shapes, so a bad payload is caught here, not in SQL."""
     if event_type == "FlowCreated":
-        _require(isinstance(data.get("name"), str), position, "FlowCreated without a string name")
-        _require(_is_str_list(data.get("tags")), position, "FlowCreated tags not a string list")
+        if not isinstance(data.get("name"), str):
+            raise MalformedEvent(position, "FlowCreated without a string name")
+        if not _is_str_list(data.get("tags")):
+            raise MalformedEvent(position, "FlowCreated tags not a string list")
         labels = data.get("labels")
-        _require(labels is None or isinstance(labels, dict), position, "labels not an object")
+        if labels is not None and not isinstance(labels, dict):
+            raise MalformedEvent(position, "labels not an object")
     elif event_type == "FlowUpdated":
-        if "tags" in data:
-            _require(_is_str_list(data["tags"]), position, "FlowUpdated tags not a string list")
-    else:
-        _require(isinstance(data.get("name"), str), position, "FlowDeleted without a string name")
+        if "tags" in data and not _is_str_list(data["tags"]):
+            raise MalformedEvent(position, "FlowUpdated tags not a string list")
+    elif not isinstance(data.get("name"), str):
+        raise MalformedEvent(position, "FlowDeleted without a string name")
 
 
 def flow_document(
@@ -201,3 +224,10 @@ def format_occurred(value: datetime) -> str:
         return format_datetime(value)
     text = value.isoformat()  # 2026-12-02T16:49:01[.123456]+00:00
     return text[:-6] + "Z"
+
+
+def occurred_text(text: str, occurred: datetime) -> str:
+    """`format_occurred(occurred)` for an event's time `occurred`, read from `text`, the
+    event's own: that text itself when it is already what `format_occurred` writes (what the
+    writer writes), which saves the projector an aware `isoformat` (~2 µs) per event."""
+    return text if _CANONICAL_TIME.fullmatch(text) else format_occurred(occurred)

@@ -18,12 +18,12 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from events.contract.errors import MalformedEvent
 from events.contract.subjects import Subjects
 from events.log import StoredMessage
-from events.model import RecordedEvent, decode_event, flow_document_json, format_occurred
+from events.model import checked_event, flow_document_json, occurred_text
 from projections.fold_counts import CountDeltas
 
 __all__ = ["Op", "Stamps", "fold"]
@@ -49,12 +49,25 @@ Op = tuple[str, list[Any]]
 class Stamps:
     """How a backend stores a time and reads back what it stored."""
 
-    # An event's `occurred` (aware, UTC) as the `created`/`updated` columns take it.
-    stored: Callable[[datetime], Any]
+    # An event's `occurred` (aware, UTC) as the `created`/`updated` columns take it, given
+    # with its `format_occurred` text too, which a backend that stores text starts from.
+    stored: Callable[[datetime, str], Any]
     # A stored `created` as the document writes it (format_occurred's text).
     document_time: Callable[[Any], str]
     # A stored JSON column as a Python value (the driver may have decoded it already).
     json_value: Callable[[Any], Any]
+
+
+class _Read(NamedTuple):
+    """What the fold needs of an event (checked as `decode_event` checks it, without building
+    its objects: events/model.py, `checked_event`)."""
+
+    type: str
+    flow_id: str
+    occurred: datetime
+    occurred_text: str  # `format_occurred(occurred)`, usually the event's own text
+    data: dict[str, Any]
+    position: int
 
 
 @dataclass(slots=True)
@@ -72,18 +85,23 @@ def fold(
     subjects: Subjects, batch: Sequence[StoredMessage], stamps: Stamps
 ) -> Generator[Op, Any, None]:
     """The writes that apply `batch`, in order; see the module docstring."""
-    events: list[RecordedEvent] = []
+    events: list[_Read] = []
     parked: list[tuple[int, str, str]] = []
     flow_id_of = subjects.flow_id_of
     for message in batch:
         if flow_id_of(message.subject) is None:
             continue
         try:
-            events.append(decode_event(message.data, message.position))
+            raw, _, occurred = checked_event(message.data, message.position)
         except MalformedEvent as exc:
             # Parked, not skipped: kept with the reason, for `flows verify` and health.
             log.error("parking %s (subject %s)", exc, message.subject)
             parked.append((message.position, message.subject, exc.reason))
+            continue
+        text = occurred_text(raw["occurred"], occurred)
+        events.append(
+            _Read(raw["type"], raw["flow_id"], occurred, text, raw["data"], message.position)
+        )
     if parked:
         yield "park", parked
     counts = CountDeltas()
@@ -93,7 +111,7 @@ def fold(
         yield from counts.writes()
 
 
-def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
+def _segments(events: list[_Read]) -> Iterable[list[_Read]]:
     """Cut the events into runs that may be applied as creates, then updates, then deletes.
 
     A flow's own events always come create, updates, delete, so that order is the log's order
@@ -102,17 +120,16 @@ def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
     run freed, or an event of a flow the run has already deleted. One run per batch is the
     usual case: a handful of statements per batch instead of a handful per change of type.
     """
-    segment: list[RecordedEvent] = []
+    segment: list[_Read] = []
     freed_names: set[str] = set()
     deleted: set[str] = set()
-    for recorded in events:
-        event = recorded.event
+    for event in events:
         if event.flow_id in deleted or (
             event.type == "FlowCreated" and event.data.get("name") in freed_names
         ):
             yield segment
             segment, freed_names, deleted = [], set(), set()
-        segment.append(recorded)
+        segment.append(event)
         if event.type == "FlowDeleted":
             deleted.add(event.flow_id)
             freed_names.add(str(event.data.get("name")))
@@ -120,21 +137,18 @@ def _segments(events: list[RecordedEvent]) -> Iterable[list[RecordedEvent]]:
         yield segment
 
 
-def _segment(
-    segment: list[RecordedEvent], stamps: Stamps, counts: CountDeltas
-) -> Generator[Op, Any, None]:
+def _segment(segment: list[_Read], stamps: Stamps, counts: CountDeltas) -> Generator[Op, Any, None]:
     created: dict[str, _Flow] = {}
     rows: list[list[Any]] = []
-    # flow id -> [occurred, position, tags or None], the latest update of each flow
+    # flow id -> [occurred, position, tags or None, occurred's text], each flow's latest update
     latest: dict[str, list[Any]] = {}
     deleted: list[str] = []
-    for recorded in segment:
-        event = recorded.event
+    for event in segment:
         kind = event.type
         if kind == "FlowCreated":
             data = event.data
-            when = stamps.stored(event.occurred)
-            text = format_occurred(event.occurred)
+            text = event.occurred_text
+            when = stamps.stored(event.occurred, text)
             name, tags, labels = data["name"], data["tags"], data.get("labels")
             row = [
                 event.flow_id,
@@ -143,7 +157,7 @@ def _segment(
                 None if labels is None else json.dumps(labels),
                 when,
                 when,
-                recorded.position,
+                event.position,
                 None,  # the document, once the run's updates are folded in
             ]
             rows.append(row)
@@ -151,8 +165,8 @@ def _segment(
         elif kind == "FlowUpdated":
             update = latest.get(event.flow_id)
             if update is None:
-                latest[event.flow_id] = update = [None, 0, None]
-            update[0], update[1] = event.occurred, recorded.position
+                latest[event.flow_id] = update = [None, 0, None, ""]
+            update[0], update[1], update[3] = event.occurred, event.position, event.occurred_text
             if "tags" in event.data:
                 update[2] = event.data["tags"]
         else:
@@ -160,13 +174,13 @@ def _segment(
     # Updates of flows created in this run change the rows about to be inserted: the same
     # final row as inserting, then updating, in one statement fewer.
     for flow_id in [fid for fid in latest if fid in created]:
-        occurred, position, tags = latest.pop(flow_id)
+        occurred, position, tags, text = latest.pop(flow_id)
         flow = created[flow_id]
-        flow.row[5], flow.row[6] = stamps.stored(occurred), position
+        flow.row[5], flow.row[6] = stamps.stored(occurred, text), position
         if tags is not None:
             flow.tags, flow.row[2] = tags, _str_list_json(tags)
         flow.row[7] = flow_document_json(
-            flow_id, flow.created, format_occurred(occurred), flow.name, flow.tags, flow.labels
+            flow_id, flow.created, text, flow.name, flow.tags, flow.labels
         )
     for flow in created.values():
         if flow.row[7] is None:
@@ -217,7 +231,7 @@ def _updates(
     latest: dict[str, list[Any]],
     existing: dict[str, Sequence[Any]],
     stamps: Stamps,
-    segment: list[RecordedEvent],
+    segment: list[_Read],
     counts: CountDeltas,
 ) -> Generator[Op, Any, None]:
     """Updates of flows created before this run, whose stored rows are `existing`."""
@@ -231,7 +245,7 @@ def _updates(
     plain: list[tuple[Any, ...]] = []
     tagged: list[tuple[Any, ...]] = []
     tag_rows: list[tuple[str, str]] = []
-    for flow_id, (occurred, position, tags) in latest.items():
+    for flow_id, (occurred, position, tags, text) in latest.items():
         if (row := existing.get(flow_id)) is None:
             continue
         _, name, stored_tags, stored_labels, stored_created = row
@@ -241,12 +255,12 @@ def _updates(
         document = flow_document_json(
             flow_id,
             stamps.document_time(stored_created),
-            format_occurred(occurred),
+            text,
             name,
             kept_tags,
             labels,
         )
-        when = stamps.stored(occurred)
+        when = stamps.stored(occurred, text)
         if tags is None:
             plain.append((when, position, document, flow_id))
         else:

@@ -39,7 +39,9 @@ def _json_value(stored: Any) -> Any:
     return json.loads(stored) if isinstance(stored, str) else stored
 
 
-STAMPS = Stamps(stored=lambda value: value, document_time=_document_time, json_value=_json_value)
+STAMPS = Stamps(
+    stored=lambda value, _text: value, document_time=_document_time, json_value=_json_value
+)
 
 
 class _Statements:

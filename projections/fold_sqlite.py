@@ -55,11 +55,21 @@ def sqlite_time(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")[:26]
 
 
+def _stored_time(value: datetime, text: str) -> str:
+    """`sqlite_time(value)`, cut from its `format_occurred` text when that has the usual
+    shape (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`): string slices instead of an aware `isoformat`."""
+    if len(text) == 27 and text[4] == "-":
+        return f"{text[:10]} {text[11:26]}"
+    if len(text) == 20 and text[4] == "-":
+        return f"{text[:10]} {text[11:19]}.000000"
+    return sqlite_time(value)
+
+
 def _document_time(stored: str) -> str:
     return format_occurred(datetime.fromisoformat(stored).replace(tzinfo=UTC))
 
 
-STAMPS = Stamps(stored=sqlite_time, document_time=_document_time, json_value=json.loads)
+STAMPS = Stamps(stored=_stored_time, document_time=_document_time, json_value=json.loads)
 
 
 class _Statements:

@@ -78,7 +78,7 @@ async def test_the_projector_and_a_rebuild_catch_up_to_a_log_ending_in_a_marker(
     assert event_log.subjects.flow_id_of(last.subject) is None  # a name marker
 
     watcher = PositionWatcher()
-    projector = Projector(engine, event_log, event_log.subjects, watcher, max_batch=7)
+    projector = Projector(engine, event_log, event_log.subjects, watcher, catch_up_batch=7)
     task = asyncio.create_task(projector.run())
     try:
         assert await watcher.wait_for(end, timeout_s=10)

@@ -15,10 +15,10 @@ from sqlalchemy.dialects import sqlite
 from events import jsoncodec
 from events.contract.subjects import Subjects
 from events.log import StoredMessage
-from events.model import Event, encode_event, format_occurred
-from events.timefmt import format_datetime
+from events.model import Event, encode_event, format_occurred, occurred_text
+from events.timefmt import format_datetime, parse_datetime
 from projections.fold import Stamps, _str_list_json, fold
-from projections.fold_sqlite import sqlite_time
+from projections.fold_sqlite import STAMPS, sqlite_time
 from projections.tables import flow
 
 SUBJECTS = Subjects("t")
@@ -55,6 +55,29 @@ def test_sqlite_time_is_what_sqlalchemy_stores() -> None:
         assert sqlite_time(when) == store(when), when
 
 
+def test_an_events_time_text_is_format_occurred_whatever_the_writer_wrote() -> None:
+    """The fold takes the event's own text when it is already `format_occurred`'s, and the
+    SQLite column's text from that: both must be what formatting the parsed time gives."""
+    for when in some_times(3000):
+        utc = when.astimezone(UTC)
+        written = [
+            format_datetime(when),  # what the writer writes
+            utc.isoformat(),  # +00:00
+            utc.replace(tzinfo=None).isoformat(),  # naive, taken as UTC
+            utc.isoformat(timespec="microseconds").replace("+00:00", "Z"),  # .000000Z
+            when.isoformat(),  # another zone
+        ]
+        for text in written:
+            try:
+                occurred = parse_datetime(text)
+            except ValueError:  # strftime writes years before 1000 unpadded: no ISO text
+                assert when.year < 1000
+                continue
+            expected = format_occurred(occurred)
+            assert occurred_text(text, occurred) == expected, text
+            assert STAMPS.stored(occurred, expected) == sqlite_time(occurred), text
+
+
 @pytest.mark.parametrize(
     "tags", [[], ["db"], ["a", "a", "b"], ["é\u2603", '"quoted" \\ back', "\x00\n\t", "😀", ""]]
 )
@@ -75,7 +98,7 @@ def message(position: int, event: Event) -> StoredMessage:
 
 
 def test_a_flow_created_and_updated_in_one_batch_is_inserted_once_as_updated() -> None:
-    stamps = Stamps(stored=lambda when: when, document_time=str, json_value=lambda v: v)
+    stamps = Stamps(stored=lambda when, _: when, document_time=str, json_value=lambda v: v)
     flow_id, other = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
     at = datetime(2026, 1, 1, tzinfo=UTC)
     batch = [

@@ -18,7 +18,7 @@ from projections.fold_counts import CountDeltas
 
 SUBJECTS = Subjects("t")
 AT = datetime(2026, 1, 1, tzinfo=UTC)
-STAMPS = Stamps(stored=lambda when: when, document_time=lambda _: "", json_value=json.loads)
+STAMPS = Stamps(stored=lambda when, _: when, document_time=lambda _: "", json_value=json.loads)
 A, B, C = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 
 

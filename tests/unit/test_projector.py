@@ -224,10 +224,11 @@ async def test_a_backlog_is_caught_up_from_its_events_alone_to_the_logs_end(
     end = len(log.messages)
     assert SUBJECTS.flow_id_of(log.messages[-1].subject) is None  # the log ends in a marker
     watcher = PositionWatcher()
-    task = asyncio.create_task(Projector(engine, log, SUBJECTS, watcher, max_batch=4).run())
+    task = asyncio.create_task(Projector(engine, log, SUBJECTS, watcher, catch_up_batch=4).run())
     try:
         assert await watcher.wait_for(end, timeout_s=5)
         assert log.given and all(SUBJECTS.flow_id_of(subject) for subject in log.given)
+        assert len(log.given) > 4  # in several batches
         assert {flow_id: row["name"] for flow_id, row in (await rows(engine)).items()} == {
             flow_id: state.name for flow_id, state in folded(log).items()
         }
