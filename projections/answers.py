@@ -14,6 +14,7 @@ from events.contract.errors import FlowNotFound
 from events.contract.queries import CountRequest, FilterRequest, PaginateRequest
 from projections import queries
 from projections.sqlite_reads import SQLiteDocuments
+from projections.tag_plan import driving_tag
 
 _SQLITE = "sqlite"
 
@@ -64,9 +65,7 @@ async def read_by_name_now(documents: SQLiteDocuments, name: str) -> bytes:
 
 
 async def filter_now(documents: SQLiteDocuments, request: FilterRequest) -> bytes:
-    query = queries.documents_query(
-        _SQLITE, request.filters, request.sort, request.limit, request.offset
-    )
+    query = _documents_query(documents, request)
     return _array([] if query is None else await documents.documents(query))
 
 
@@ -75,11 +74,21 @@ async def count_now(documents: SQLiteDocuments, request: CountRequest) -> bytes:
 
 
 async def paginate_now(documents: SQLiteDocuments, request: PaginateRequest) -> bytes:
-    query = queries.documents_query(
-        _SQLITE, request.filters, request.sort, request.limit, request.offset
-    )
+    query = _documents_query(documents, request)
     total = queries.count_query(_SQLITE, request.filters)
     return _page(request, *await documents.page(query, total))
+
+
+def _documents_query(
+    documents: SQLiteDocuments, request: FilterRequest | PaginateRequest
+) -> queries.Prepared | None:
+    """The page's statement, found from a tag when the kept counts say that is cheaper."""
+    if request.limit == 0:
+        return None
+    start = driving_tag(request.filters, request.limit, request.offset, documents.tag_counts)
+    return queries.documents_query(
+        _SQLITE, request.filters, request.sort, request.limit, request.offset, start
+    )
 
 
 def _page(request: PaginateRequest, documents: list[bytes], total: int) -> bytes:

