@@ -52,6 +52,13 @@ _EVERY_FLOW = f"SELECT {flow_count.c.flows.name} FROM {flow_count.name}"
 # How much CPU time a query may take on the loop before it is interrupted and its shape sent to
 # the reader thread.
 IN_PLACE_BUDGET_S: Final = 0.002
+# A shape sent to the reader thread comes back in place once it runs in under this share of
+# the budget there. Not the whole budget, so one near it does not go back and forth (each
+# interruption wastes its budget), but not half either: a shape interrupted once (a cold page
+# cache, say) that then costs ~1.3 ms stayed on the thread for good, and a query on the thread
+# costs about twice its CPU in hand-offs and GIL switches (a filter page: 1.3 ms in place,
+# 2.6 ms of the service's CPU a request from the thread, py-spy).
+_CHEAP_AGAIN: Final = 0.75
 # SQLite calls the progress handler every this many virtual-machine steps (~50-200 µs of work;
 # each call reads the thread's CPU clock, a system call).
 _PROGRESS_STEPS: Final = 4000
@@ -216,7 +223,7 @@ class SQLiteDocuments:
         result, seconds = await asyncio.get_running_loop().run_in_executor(
             self._reader, self._on_reader, work
         )
-        if seconds < IN_PLACE_BUDGET_S / 2:
+        if seconds < IN_PLACE_BUDGET_S * _CHEAP_AGAIN:
             compiled.heavy = False  # cheap again (the model shrank, the page got small)
         return result
 
