@@ -177,8 +177,17 @@ def stored(msg: Msg) -> StoredMessage:
 
 
 def nanosecond_time(stamp: str | None) -> datetime | None:
-    """JetStream's time of a message (nanosecond precision; datetime keeps microseconds)."""
+    """JetStream's time of a message (nanosecond precision; datetime keeps microseconds,
+    truncated)."""
     if not stamp:
         return None
+    if stamp.endswith("Z"):
+        # What nats-server writes (RFC 3339, UTC, 0-9 fraction digits), read in C: Python
+        # 3.11's fromisoformat takes the `Z` and truncates past six digits, as below does
+        # (~0.2 against ~1.5 µs, every message read; tests/unit/test_jetstream_delivery.py).
+        try:
+            return datetime.fromisoformat(stamp)
+        except ValueError:
+            pass
     head, _, frac = stamp.rstrip("Z").partition(".")
     return parse_datetime(f"{head}.{(frac + '000000')[:6]}Z" if frac else f"{head}Z")

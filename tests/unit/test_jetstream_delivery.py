@@ -5,6 +5,8 @@ server in tests/integration/test_jetstream_log.py)."""
 from __future__ import annotations
 
 import asyncio
+import random
+from datetime import UTC, datetime
 from typing import cast
 
 import pytest
@@ -109,3 +111,28 @@ def test_a_delivery_is_read_from_its_ack_subject_as_nats_py_reads_it(reply: str)
 def test_what_is_not_a_jetstream_delivery_is_refused(reply: str) -> None:
     with pytest.raises(NotJSMessageError):
         delivered(Msg(cast(NatsClient, None), subject="p.e.f", reply=reply))
+
+
+def _time_by_hand(stamp: str) -> datetime:
+    """The reading `nanosecond_time` had before it used fromisoformat: the fraction cut to six
+    digits, then parsed."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    text = f"{head}.{(frac + '000000')[:6]}+00:00" if frac else f"{head}+00:00"
+    return datetime.fromisoformat(text)
+
+
+def test_a_stamp_reads_as_its_microseconds_truncated_whatever_its_fraction() -> None:
+    pick = random.Random(7)
+    stamps = ["2026-12-03T09:25:43.9999999Z", "2026-12-03T09:25:43Z", "2026-12-31T23:59:59.1Z"]
+    for _ in range(20_000):
+        digits = "".join(pick.choices("0123456789", k=pick.randrange(10)))
+        stamps.append(
+            f"{pick.randrange(1970, 2400)}-{pick.randrange(1, 13):02d}-{pick.randrange(1, 29):02d}"
+            f"T{pick.randrange(24):02d}:{pick.randrange(60):02d}:{pick.randrange(60):02d}"
+            + (f".{digits}" if digits else "")
+            + "Z"
+        )
+    for stamp in stamps:
+        read = nanosecond_time(stamp)
+        assert read == _time_by_hand(stamp), stamp
+        assert read is not None and read.tzinfo is UTC, stamp
