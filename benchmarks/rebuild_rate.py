@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import nats
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,6 +32,9 @@ from projections.projector import Projector
 from projections.rebuild import rebuild_online
 from projections.store import configure_engine, create_schema
 from services.embedded import EmbeddedNats
+from services.nats_connection import connect_nats
+from services.serve import before_run
+from services.settings import Settings
 
 EVENTS_PER_FLOW = 1.25  # a create each, an update for every fourth flow
 
@@ -88,7 +90,8 @@ async def main(events: int, postgres_url: str | None) -> None:
         server = EmbeddedNats(Path(tmp) / "nats", sync_interval=None)
         server.start()
         try:
-            nc = await nats.connect(server.url)
+            # The kind of connection `flows serve` and `flows rebuild` read the log with.
+            nc = await connect_nats(Settings(nats_url=server.url), "bench-rebuild", retry=False)
             stream = "REBUILDBENCH"
             flows = round(events / EVENTS_PER_FLOW)
             started = time.perf_counter()
@@ -121,4 +124,5 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--postgres-url", help="e.g. postgresql+asyncpg://postgres@127.0.0.1/test")
     options = parser.parse_args()
+    before_run()  # uvloop, as the service runs on
     asyncio.run(main(options.events, options.postgres_url))
