@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 # Events per catch-up batch (one transaction each). Each batch costs a fixed part (a read of
 # the log, the write lock, hops to SQLite's thread, a commit) that 500-event batches paid
 # ~25% of their time for: 2000 took a 300k-message backlog from ~33k to ~40k messages/s
-# (py-spy, this 2-core machine). The same size as a rebuild's transactions, which the write
-# lock already lets hold it this long (projections/rebuild.py, PAGE).
+# (py-spy, this 2-core machine). The same size as a rebuild's transactions, which hold the
+# write lock as long (projections/rebuild.py, PAGE).
 CATCH_UP_PAGE = 2000
 
 
