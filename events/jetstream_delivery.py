@@ -53,26 +53,15 @@ class BatchReply:
         self.ended: asyncio.Future[tuple[str, str]] = loop.create_future()
 
     async def add(self, msg: Msg) -> None:
-        if not self.started.done():
-            self.started.set_result(None)
-        headers = msg.headers
-        status = headers.get("Status") if headers else None
-        if status:
-            if not self.ended.done():
-                description = headers.get("Description", "") if headers else ""
-                self.ended.set_result((status, description))
-            return
-        self.messages.append(stored(msg))
+        headers = msg.headers or {}
+        if not self._ended_by(headers.get("Status"), headers.get("Description", "")):
+            self.messages.append(stored(msg))
 
     def add_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
         """`add` for a raw subscription (events/raw_delivery.py): the same messages, read
         straight from the header block."""
-        if not self.started.done():
-            self.started.set_result(None)
         status, description = status_of(headers)
-        if status:
-            if not self.ended.done():
-                self.ended.set_result((status.decode(), description.decode("utf-8", "replace")))
+        if self._ended_by(status.decode(), description.decode("utf-8", "replace")):
             return
         position = header_value(headers, _SEQUENCE)
         stamp = header_value(headers, _TIME_STAMP)
@@ -84,6 +73,17 @@ class BatchReply:
                 time=nanosecond_time(stamp.decode() if stamp else None),
             )
         )
+
+    def _ended_by(self, status: str | None, description: str) -> bool:
+        """Notes that the batch has started; whether this message, with this status, is the
+        one that ends it (ordinary messages have none)."""
+        if not self.started.done():
+            self.started.set_result(None)
+        if not status:
+            return False
+        if not self.ended.done():
+            self.ended.set_result((status, description))
+        return True
 
 
 class Arrivals:

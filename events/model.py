@@ -37,6 +37,8 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DIGEST = re.compile("[0-9a-f]{64}")
 # A flow id as the service writes it; anything else is left to `UUID()` to accept or refuse.
 _CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# The fields every event holds as strings.
+_STRING_FIELDS = ("id", "flow_id", "occurred")
 # An event's time exactly as `format_occurred` writes it (what the writer writes): a year from
 # 1000, seconds, and a fraction only when it is not zero, six digits.
 _CANONICAL_TIME = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?Z")
@@ -140,9 +142,6 @@ def checked_event(payload: bytes, position: int) -> tuple[dict[str, Any], int, d
         raise MalformedEvent(position, "field 'prev' is not a SHA-256 hex digest")
     _check_data(event_type, data, position)
     return raw, written, occurred
-
-
-_STRING_FIELDS = ("id", "flow_id", "occurred")
 
 
 def _is_digest(value: Any) -> bool:

@@ -99,7 +99,7 @@ class Projector:
         )
         async with contextlib.aclosing(pages):
             async for page in pages:
-                await self._apply_with_retry(page, page[-1].position)
+                await self._apply_with_retry(page)
                 position = page[-1].position
                 self._watcher.advance(position)
         if position < end:

@@ -81,7 +81,6 @@ class RebuildReport:
 
 @dataclass
 class _Tally:
-    messages: int = 0
     events: int = 0
 
 
@@ -132,7 +131,8 @@ async def rebuild_online(
         progress(position, max(end, position))
     await _drop_retired(engine)
     elapsed = time.perf_counter() - started
-    return RebuildReport(tally.messages, tally.events, position, elapsed, swap_s)
+    # The swapped-in set holds every message up to `position`, name markers and replies too.
+    return RebuildReport(position, tally.events, position, elapsed, swap_s)
 
 
 async def _build(
@@ -167,7 +167,6 @@ async def _build(
                     await _apply(conn, subjects, batch, building, tally)
                 if progress is not None:
                     progress(batch[-1].position, end)
-        tally.messages += end - position
         position = end
         end = await event_log.last_position()
         if end - position <= SWAP_TAIL:  # the rest goes in the swap
@@ -192,7 +191,6 @@ async def _swap(
     async with contextlib.aclosing(pages):
         async for batch in pages:
             await _apply(conn, subjects, batch, building, tally)
-            tally.messages += batch[-1].position - position
             position = batch[-1].position
     if position < live:
         raise RuntimeError(
